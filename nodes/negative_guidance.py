@@ -1,0 +1,122 @@
+"""The two nodes: schemas and validation only; the work is in guidance.py and schedule.py.
+
+Saved workflows store widget values by position: never reorder or rename these inputs; add new ones at the end
+or as optional (tests/test_schema.py pins them).
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import schedule
+from .guidance import NegativeGuidancePatch, NegativeGuider
+
+_UNCONNECTED = object()  # validate_inputs receives None for a connected input and nothing for an unconnected one
+
+EMPTY_TOOLTIP = ("The empty prompt ∅ (CLIPTextEncode with no text, or ConditioningZeroOut). Needed whenever the "
+                 "formula uses eps(∅): any setting other than neg_scale = cfg - 1 over the whole run.")
+NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative pushes away. -1 follows cfg (s⁻ = cfg - 1), which is exactly "
+                     "ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅).")
+
+
+def window_inputs() -> list:
+    """neg_start … ramp_width, shared by both nodes in the same order."""
+    return [
+        io.Float.Input("neg_start", default=0.0, min=0.0, max=1.0, step=0.01, round=0.0001,
+                       tooltip="Where the negative switches on, as a fraction of sampling (0 = first, noisiest "
+                               "step; in window_unit). For steps 5-15 of 30: 0.1667."),
+        io.Float.Input("neg_end", default=1.0, min=0.0, max=1.0, step=0.01, round=0.0001,
+                       tooltip="Where the negative switches off again (1 = to the end). For steps 5-15 of 30: 0.5."),
+        io.Combo.Input("window_unit", options=list(schedule.WINDOW_UNITS), default="steps",
+                       tooltip="How neg_start/neg_end count. steps: fraction of this run's own steps. "
+                               "timestep_percent: ComfyUI's percent, as ConditioningSetTimestepRange uses it. "
+                               "sigma: linear in sigma between the model's largest (0) and smallest (1) sigma."),
+        io.Combo.Input("ramp", options=list(schedule.RAMPS), default="hard",
+                       tooltip="How the negative fades in after neg_start and out before neg_end "
+                               "(not at 0 or 1). hard: no fade."),
+        io.Float.Input("ramp_width", default=0.0, min=0.0, max=1.0, step=0.01, round=0.0001,
+                       tooltip="Length of each fade, in the same unit as the window, inside the window. "
+                               "Ignored with ramp = hard."),
+    ]
+
+
+def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
+    return schedule.Window(float(neg_start), float(neg_end), ramp, float(ramp_width))
+
+
+class NegativeGuidance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NegativeGuidance",
+            display_name="Negative Guidance (patch)",
+            category="advanced/guidance",
+            description=("Three-way negative guidance for the plain KSampler: eps = eps(∅) + cfg·(eps(y) - eps(∅)) "
+                         "- neg_scale·w(t)·(eps(ỹ) - eps(∅)). Keep positive = y, negative = ỹ and cfg = s⁺ on the "
+                         "KSampler; the defaults change nothing until you turn a knob."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("empty", optional=True, tooltip=EMPTY_TOOLTIP),
+                io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, min=-1.0, max=100.0, step=0.1,
+                               round=0.01, tooltip=NEG_SCALE_TOOLTIP),
+                *window_inputs(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, neg_scale=None, neg_start=None, neg_end=None, window_unit=None, ramp=None,
+                        ramp_width=None):
+        # Whether ∅ is needed depends on the KSampler's cfg, known only when sampling starts: checked there.
+        problem = schedule.validate("NegativeGuidance", None, neg_scale, neg_start, neg_end, window_unit, ramp,
+                                    ramp_width, empty_connected=None)
+        return problem or True
+
+    @classmethod
+    def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None) -> io.NodeOutput:
+        settings = schedule.GuidanceSettings(1.0, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
+                                             window_unit)  # cfg comes from the sampler at run time
+        return io.NodeOutput(NegativeGuidancePatch(settings, empty).apply_to(model))
+
+
+class NegativeGuidanceGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NegativeGuidanceGuider",
+            display_name="Negative Guidance Guider",
+            category="sampling/custom_sampling/guiders",
+            description=("GUIDER for SamplerCustomAdvanced with independent scales for the positive (cfg) and "
+                         "the negative (neg_scale) and a window when the negative acts."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive", tooltip="The positive prompt y."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt ỹ."),
+                io.Conditioning.Input("empty", optional=True, tooltip=EMPTY_TOOLTIP),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="s⁺, the usual CFG scale of the positive against ∅."),
+                io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, min=-1.0, max=100.0, step=0.1,
+                               round=0.01, tooltip=NEG_SCALE_TOOLTIP),
+                *window_inputs(),
+            ],
+            outputs=[io.Guider.Output()],
+        )
+
+    @classmethod
+    def validate_inputs(cls, cfg=None, neg_scale=None, neg_start=None, neg_end=None, window_unit=None, ramp=None,
+                        ramp_width=None, empty=_UNCONNECTED):
+        problem = schedule.validate("NegativeGuidanceGuider", cfg, neg_scale, neg_start, neg_end, window_unit, ramp,
+                                    ramp_width, empty_connected=empty is not _UNCONNECTED)
+        return problem or True
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
+                empty=None) -> io.NodeOutput:
+        settings = schedule.GuidanceSettings(cfg, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
+                                             window_unit)
+        guider = NegativeGuider(model, settings)
+        guider.set_conds(positive, negative, empty)
+        return io.NodeOutput(guider)
+
+
+NODES = [NegativeGuidance, NegativeGuidanceGuider]

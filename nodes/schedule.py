@@ -1,0 +1,275 @@
+"""The maths of three-way negative guidance, with no ComfyUI and no torch.
+
+    eps = eps(∅) + s⁺·(eps(y) − eps(∅)) − s⁻·w(t)·(eps(ỹ) − eps(∅))
+
+This module decides, for one model evaluation at noise level sigma, the weight w of the negative-activation
+window and the coefficients of the three predictions; the torch side (guidance.py) only multiplies tensors.
+js/schedule.js mirrors `window_weight` exactly; tests/test_vectors checks that both agree.
+
+"Progress" p runs from 0 (first, noisiest evaluation) to 1 (end of sampling). Each window unit is a monotone map
+between p and sigma, so an evaluation is placed by its sigma, never by matching a step's sigma exactly: samplers
+that evaluate the model at intermediate sigmas (heun, dpm_2, uni_pc, ...) land where they belong.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+WINDOW_UNITS = ("steps", "timestep_percent", "sigma")
+RAMPS = ("hard", "linear", "smoothstep")
+
+# Window edges are compared with this slack so that a value rounded in the UI still means the step the user
+# counted: 0.167 is step 5 of 30 (5/30 = 0.16667), 0.5 excludes step 15 of 30.
+EDGE_TOLERANCE = 5e-4
+
+# Coefficients closer to zero than this are treated as exactly zero, and their conditioning is not evaluated.
+# Same spirit as ComfyUI's math.isclose(cfg, 1.0) test for skipping the unconditional pass.
+ZERO_TOLERANCE = 1e-6
+
+# The value of neg_scale that means "follow cfg": s⁻ = s⁺ − 1, ComfyUI's ordinary negative prompt.
+NEG_SCALE_FOLLOWS_CFG = -1.0
+
+
+def is_zero(value: float) -> bool:
+    return abs(value) <= ZERO_TOLERANCE
+
+
+def ramp_shape(ramp: str, u: float) -> float:
+    """The fade curve on u ∈ [0, 1] (0 at the window's edge, 1 once fully faded in)."""
+    u = min(max(u, 0.0), 1.0)
+    if ramp == "linear":
+        return u
+    if ramp == "smoothstep":
+        return u * u * (3.0 - 2.0 * u)
+    return 1.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """The part of sampling, in progress p ∈ [0, 1], during which the negative acts: [start, end).
+
+    Ramps fade the negative in after `start` and out before `end`, inside the window, over `ramp_width`;
+    an edge at 0 or 1 (the start or end of sampling) has no ramp, since nothing lies beyond it to fade from.
+    """
+
+    start: float = 0.0
+    end: float = 1.0
+    ramp: str = "hard"
+    ramp_width: float = 0.0
+
+    @property
+    def fades_in(self) -> bool:
+        return self.ramp != "hard" and self.ramp_width > 0.0 and self.start > EDGE_TOLERANCE
+
+    @property
+    def fades_out(self) -> bool:
+        return self.ramp != "hard" and self.ramp_width > 0.0 and self.end < 1.0 - EDGE_TOLERANCE
+
+    @property
+    def is_empty(self) -> bool:
+        return self.end - self.start <= EDGE_TOLERANCE / 2 or self.start >= 1.0 - EDGE_TOLERANCE / 2
+
+    @property
+    def is_full(self) -> bool:
+        """True when w = 1 for every evaluation of every run."""
+        return self.start <= EDGE_TOLERANCE and self.end >= 1.0 - EDGE_TOLERANCE
+
+    def weight(self, progress: float) -> float:
+        """w at progress p: 0 outside [start, end), 1 inside, fading over the ramps."""
+        if self.is_empty:
+            return 0.0
+        inside_start = self.start <= EDGE_TOLERANCE or progress >= self.start - EDGE_TOLERANCE
+        inside_end = self.end >= 1.0 - EDGE_TOLERANCE or progress < self.end - EDGE_TOLERANCE
+        if not (inside_start and inside_end):
+            return 0.0
+        weight = 1.0
+        if self.fades_in:
+            weight = min(weight, ramp_shape(self.ramp, (progress - self.start) / self.ramp_width))
+        if self.fades_out:
+            weight = min(weight, ramp_shape(self.ramp, (self.end - progress) / self.ramp_width))
+        return weight
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """What the user set on a node: s⁺ (cfg), s⁻ (neg_scale, or NEG_SCALE_FOLLOWS_CFG) and the window."""
+
+    cfg: float
+    neg_scale: float
+    window: Window
+    window_unit: str = "steps"
+
+    @property
+    def negative_scale(self) -> float:
+        """s⁻ itself, with "follow cfg" resolved."""
+        if self.neg_scale == NEG_SCALE_FOLLOWS_CFG:
+            return self.cfg - 1.0
+        return self.neg_scale
+
+    def at(self, window_weight: float) -> "StepCoefficients":
+        return StepCoefficients(self.cfg, self.negative_scale * window_weight)
+
+    def needs_empty(self) -> bool:
+        """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
+        s_neg = self.negative_scale
+        if is_zero(s_neg) or self.window.is_empty:
+            return not is_zero(1.0 - self.cfg)
+        if self.window.is_full:
+            return not is_zero(1.0 - self.cfg + s_neg)
+        # w takes 0 outside the window and 1 inside: the coefficient 1 − s⁺ + s⁻·w cannot vanish at both.
+        return True
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """One evaluation's guidance: eps = e + s⁺(c − e) − s(n − e), with s = s⁻·w.
+
+    Written as weights on the three predictions: eps = s⁺·c − s·n + (1 − s⁺ + s)·e.
+    """
+
+    cond_scale: float  # s⁺
+    negative: float  # s = s⁻·w(t)
+
+    @property
+    def positive_weight(self) -> float:
+        return self.cond_scale
+
+    @property
+    def negative_weight(self) -> float:
+        return -self.negative
+
+    @property
+    def empty_weight(self) -> float:
+        return 1.0 - self.cond_scale + self.negative
+
+    @property
+    def needs_positive(self) -> bool:
+        return not is_zero(self.positive_weight)
+
+    @property
+    def needs_negative(self) -> bool:
+        return not is_zero(self.negative_weight)
+
+    @property
+    def needs_empty(self) -> bool:
+        return not is_zero(self.empty_weight)
+
+    @property
+    def has_cfg_term(self) -> bool:
+        """False at s⁺ = 1, where there is no CFG term to hand to ComfyUI's cfg_function."""
+        return not is_zero(self.cond_scale - 1.0)
+
+    @property
+    def blend(self) -> float:
+        """α in u* = e + α(n − e), the unconditional prediction that makes this step plain CFG:
+        e + s⁺(c − e) − s(n − e) = u* + s⁺(c − u*) with α = s / (s⁺ − 1). α = 1 is the ordinary negative
+        prompt (u* = n), α = 0 is CFG against the empty prompt (u* = e). Only defined when has_cfg_term."""
+        if not self.needs_negative:
+            return 0.0
+        if not self.needs_empty:
+            return 1.0
+        return self.negative / (self.cond_scale - 1.0)
+
+
+class ProgressMap:
+    """A monotone, piecewise-linear map between progress p (rising) and sigma (falling)."""
+
+    def __init__(self, progress: Sequence[float], sigmas: Sequence[float]):
+        if len(progress) != len(sigmas) or len(progress) < 2:
+            raise ValueError("a progress map needs at least two matching points")
+        # Sorted by rising progress, i.e. falling sigma; bisect works on the negated sigmas (rising).
+        self._progress = [float(p) for p in progress]
+        self._negated_sigmas = [-float(s) for s in sigmas]
+
+    def progress(self, sigma: float) -> float:
+        points = self._negated_sigmas
+        key = -float(sigma)
+        # The interval (σ_{i+1}, σ_i] belongs to point i: an evaluation at exactly σ_i starts step i.
+        i = bisect.bisect_right(points, key) - 1
+        if i < 0:
+            return self._progress[0]
+        if i >= len(points) - 1:
+            return self._progress[-1]
+        lo, hi = points[i], points[i + 1]
+        if hi == lo:
+            return self._progress[i]
+        fraction = (key - lo) / (hi - lo)
+        return self._progress[i] + fraction * (self._progress[i + 1] - self._progress[i])
+
+
+def steps_progress_map(run_sigmas: Sequence[float]) -> ProgressMap:
+    """Progress as the fraction of this run's own steps: σ_i (the i-th scheduled sigma of N) is p = i/N.
+
+    An evaluation between σ_i and σ_{i+1} (a second-order sampler's midpoint) is placed linearly in sigma.
+    """
+    sigmas = [float(s) for s in run_sigmas]
+    steps = len(sigmas) - 1
+    if steps < 1:
+        raise ValueError("a run needs at least one step")
+    return ProgressMap([i / steps for i in range(steps + 1)], sigmas)
+
+
+def sigma_progress_map(sigma_min: float, sigma_max: float) -> ProgressMap:
+    """Progress linear in sigma over the model's range: p = (σ_max − σ) / (σ_max − σ_min)."""
+    return ProgressMap([0.0, 1.0], [sigma_max, sigma_min])
+
+
+def percent_progress_map(percent_to_sigma: Callable[[float], float], window: Window, points: int = 256) -> ProgressMap:
+    """ComfyUI's timestep percent (as ConditioningSetTimestepRange uses it), tabulated once per run.
+
+    The window's edges and ramp ends are exact nodes of the table, so membership is decided at exactly the
+    sigmas `model_sampling.percent_to_sigma` gives for them.
+    """
+    grid = {i / points for i in range(points + 1)}
+    for edge in (window.start, window.end, window.start + window.ramp_width, window.end - window.ramp_width):
+        if 0.0 <= edge <= 1.0:
+            grid.add(edge)
+    progress = sorted(grid)
+    sigmas = [float(percent_to_sigma(p)) for p in progress]
+    return ProgressMap(progress, sigmas)
+
+
+def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
+             empty_connected: bool | None) -> str | None:
+    """The first problem with a node's inputs as a sentence naming the node and the input, or None.
+
+    Any value may be None: an input fed by a link is not known before the graph runs, and is not checked.
+    `empty_connected` None means unknown too.
+    """
+    for name, value in (("cfg", cfg), ("neg_scale", neg_scale), ("neg_start", neg_start),
+                        ("neg_end", neg_end), ("ramp_width", ramp_width)):
+        if value is not None and not math.isfinite(value):
+            return f"{node}: {name} must be a finite number, got {value}."
+    if cfg is not None and cfg < 0:
+        return f"{node}: cfg must not be negative, got {cfg}."
+    if neg_scale is not None and neg_scale < 0 and neg_scale != NEG_SCALE_FOLLOWS_CFG:
+        return f"{node}: neg_scale must be 0 or more, or exactly -1 to follow cfg (cfg - 1), got {neg_scale}."
+    for name, value in (("neg_start", neg_start), ("neg_end", neg_end)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f"{node}: {name} must lie between 0 and 1 (a fraction of sampling), got {value}."
+    if neg_start is not None and neg_end is not None and neg_start > neg_end:
+        return (f"{node}: neg_start ({neg_start}) must not be greater than neg_end ({neg_end}); "
+                "the negative acts from neg_start to neg_end.")
+    if window_unit is not None and window_unit not in WINDOW_UNITS:
+        return f"{node}: window_unit must be one of {', '.join(WINDOW_UNITS)}, got '{window_unit}'."
+    if ramp is not None and ramp not in RAMPS:
+        return f"{node}: ramp must be one of {', '.join(RAMPS)}, got '{ramp}'."
+    if ramp_width is not None and not 0.0 <= ramp_width <= 1.0:
+        return f"{node}: ramp_width must lie between 0 and 1, got {ramp_width}."
+    if None in (neg_start, neg_end, ramp, ramp_width):
+        return None
+    window = Window(neg_start, neg_end, ramp, ramp_width)
+    fades = int(window.fades_in) + int(window.fades_out)
+    if fades and fades * ramp_width > (neg_end - neg_start) + EDGE_TOLERANCE:
+        return (f"{node}: ramp_width ({ramp_width}) is too wide for the window {neg_start}-{neg_end}: "
+                f"its {fades} ramp(s) need {fades * ramp_width:.4g} of it. Narrow the ramp or widen the window.")
+    if empty_connected is False and None not in (cfg, neg_scale):
+        settings = GuidanceSettings(cfg, neg_scale, window)
+        if settings.needs_empty():
+            return (f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with "
+                    f"cfg {cfg} and neg_scale {neg_scale} over this window the formula uses eps(∅). Only the "
+                    "ordinary negative prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
+    return None
