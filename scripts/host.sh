@@ -69,7 +69,7 @@ make_venv() {
   fi
   log "creating $VENV"
   "${PYTHON:-python3}" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   local constraints="$VENV/constraints.txt"
   printf '%s\n%s\n' "$TORCH_PIN" "$TORCHVISION_PIN" >"$constraints"
   # torch first and alone: any other spelling pulls several GB of CUDA packages.
@@ -101,7 +101,11 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
   setup) setup ;;
   demo) setup; exec "$PY" "$PACK_ROOT/scripts/demo.py" "$@" ;;
-  test) setup; cd "$PACK_ROOT"; exec "$PY" -m pytest "$@" ;;
+  test)
+    setup
+    # The end-to-end tests' browser, npm packages and registry checker (scripts/setup_e2e.sh, if present).
+    if [ -f "$PACK_ROOT/scripts/setup_e2e.sh" ]; then bash "$PACK_ROOT/scripts/setup_e2e.sh"; fi
+    cd "$PACK_ROOT"; exec "$PY" -m pytest "$@" ;;
   python) setup; exec "$PY" "$@" ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac
