@@ -61,7 +61,14 @@ def load_pack():
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_MODULE] = module
     spec.loader.exec_module(module)
+    importlib.import_module(f"{PACK_MODULE}.nodes.extension")
     return module
+
+
+def pack_module(name: str):
+    """A module of the pack, e.g. pack_module("nodes.guidance")."""
+    load_pack()
+    return importlib.import_module(f"{PACK_MODULE}.{name}")
 
 
 def reset_weights(module):

@@ -1,0 +1,17 @@
+"""ComfyUI entry point: gathers every node module's NODES list."""
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import negative_guidance
+
+
+class NegativeGuidanceExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [*negative_guidance.NODES]
+
+
+async def comfy_entrypoint() -> NegativeGuidanceExtension:
+    return NegativeGuidanceExtension()

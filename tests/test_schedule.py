@@ -1,0 +1,170 @@
+"""The pure maths and schedules (nodes/schedule.py), with no ComfyUI and no torch."""
+
+import math
+
+import pytest
+
+from support import load_pure_module
+
+schedule = load_pure_module("nodes/schedule.py", "negative_guidance_schedule")
+Window = schedule.Window
+
+
+def research_steps(window, steps=30):
+    """Which of `steps` euler steps have the negative on: step i is evaluated at p = i/steps."""
+    return [i for i in range(steps) if window.weight(i / steps) > 0]
+
+
+class TestWindow:
+    def test_research_setting_steps_5_to_15_of_30(self):
+        # The UI rounds 5/30 to 0.1667 (or 0.167): both must still mean step 5.
+        for start in (5 / 30, 0.1667, 0.167):
+            assert research_steps(Window(start, 0.5)) == list(range(5, 15))
+
+    def test_full_window_is_one_everywhere(self):
+        window = Window(0.0, 1.0, "linear", 0.2)  # no ramp at the ends of sampling
+        assert all(window.weight(p / 100) == 1.0 for p in range(101))
+        assert window.is_full
+
+    def test_empty_window_is_zero_everywhere(self):
+        for window in (Window(0.4, 0.4), Window(1.0, 1.0)):
+            assert window.is_empty
+            assert all(window.weight(p / 100) == 0.0 for p in range(101))
+
+    def test_window_is_half_open(self):
+        window = Window(0.25, 0.75)
+        assert window.weight(0.25) == 1.0
+        assert window.weight(0.75) == 0.0
+        assert window.weight(0.749) == 1.0
+        assert window.weight(0.2) == 0.0
+
+    @pytest.mark.parametrize("ramp, mid", [("linear", 0.5), ("smoothstep", 0.5)])
+    def test_ramps_fade_in_and_out_inside_the_window(self, ramp, mid):
+        window = Window(0.2, 0.8, ramp, 0.2)
+        assert window.weight(0.2) == 0.0
+        assert window.weight(0.3) == pytest.approx(mid)
+        assert window.weight(0.4) == 1.0
+        assert window.weight(0.5) == 1.0
+        assert window.weight(0.7) == pytest.approx(mid)
+        assert window.weight(0.8) == 0.0
+
+    def test_smoothstep_shape(self):
+        window = Window(0.5, 1.0, "smoothstep", 0.4)
+        u = 0.25
+        assert window.weight(0.5 + u * 0.4) == pytest.approx(u * u * (3 - 2 * u))
+        assert window.weight(0.99) == 1.0  # no fade-out at the end of sampling
+
+    def test_hard_ramp_ignores_width(self):
+        assert Window(0.2, 0.8, "hard", 0.3).weight(0.21) == 1.0
+
+
+class TestCoefficients:
+    def test_weights_reproduce_the_formula(self):
+        c, n, e = 0.7, -1.3, 0.2
+        for cfg, s in ((7.0, 6.0), (7.0, 2.5), (1.0, 3.0), (5.0, 0.0), (1.0, 0.0)):
+            k = schedule.StepCoefficients(cfg, s)
+            expected = e + cfg * (c - e) - s * (n - e)
+            assert k.positive_weight * c + k.negative_weight * n + k.empty_weight * e == pytest.approx(expected)
+
+    def test_blend_makes_each_step_plain_cfg(self):
+        c, n, e = 0.7, -1.3, 0.2
+        for cfg, s in ((7.0, 6.0), (7.0, 2.5), (3.0, 0.0), (0.5, 1.0)):
+            k = schedule.StepCoefficients(cfg, s)
+            u = e + k.blend * (n - e)
+            assert u + cfg * (c - u) == pytest.approx(e + cfg * (c - e) - s * (n - e))
+
+    @pytest.mark.parametrize("cfg, s, needed", [
+        (7.0, 6.0, (True, True, False)),   # s⁻ = s⁺ − 1: the ordinary negative prompt, ∅ drops out
+        (7.0, 0.0, (True, False, True)),   # negative off: CFG against ∅
+        (7.0, 3.0, (True, True, True)),    # three-way
+        (1.0, 0.0, (True, False, False)),  # s⁺ = 1, negative off: one pass
+        (1.0, 2.0, (True, True, True)),
+    ])
+    def test_only_nonzero_coefficients_are_needed(self, cfg, s, needed):
+        k = schedule.StepCoefficients(cfg, s)
+        assert (k.needs_positive, k.needs_negative, k.needs_empty) == needed
+
+    def test_follow_cfg(self):
+        settings = schedule.GuidanceSettings(7.5, schedule.NEG_SCALE_FOLLOWS_CFG, Window())
+        assert settings.negative_scale == 6.5
+        assert not settings.needs_empty()
+
+    @pytest.mark.parametrize("cfg, neg_scale, window, needs", [
+        (7.0, -1.0, Window(), False),
+        (7.0, 6.0, Window(), False),
+        (7.0, 3.0, Window(), True),
+        (7.0, 0.0, Window(), True),
+        (1.0, 0.0, Window(), False),
+        (7.0, -1.0, Window(0.2, 0.5), True),   # outside the window: CFG against ∅
+        (1.0, 0.0, Window(0.2, 0.5), False),
+        (1.0, 2.0, Window(0.2, 0.5), True),
+        (7.0, 6.0, Window(0.5, 0.5), True),     # empty window
+    ])
+    def test_needs_empty(self, cfg, neg_scale, window, needs):
+        assert schedule.GuidanceSettings(cfg, neg_scale, window).needs_empty() == needs
+
+
+class TestProgressMaps:
+    sigmas = [14.6, 9.0, 5.0, 2.0, 0.5, 0.0]
+
+    def test_steps_places_scheduled_sigmas_at_i_over_n(self):
+        progress_map = schedule.steps_progress_map(self.sigmas)
+        assert [progress_map.progress(s) for s in self.sigmas[:-1]] == [i / 5 for i in range(5)]
+
+    def test_steps_places_midpoints_inside_their_step(self):
+        progress_map = schedule.steps_progress_map(self.sigmas)
+        assert progress_map.progress(7.0) == pytest.approx((1 + 0.5) / 5)  # halfway from 9 to 5
+        assert progress_map.progress(20.0) == 0.0  # above the first sigma: clamped
+        assert progress_map.progress(0.0) == 1.0
+
+    def test_sigma_unit_is_linear_in_sigma(self):
+        progress_map = schedule.sigma_progress_map(0.0292, 14.6146)
+        assert progress_map.progress(14.6146) == 0.0
+        assert progress_map.progress(0.0292) == 1.0
+        assert progress_map.progress((14.6146 + 0.0292) / 2) == pytest.approx(0.5)
+
+    def test_percent_unit_edges_are_exact(self):
+        # A made-up monotone percent_to_sigma; the window's edges must map to exactly its values.
+        percent_to_sigma = lambda p: 10.0 * (1.0 - p) ** 2  # noqa: E731
+        window = Window(0.3, 0.7, "linear", 0.1)
+        progress_map = schedule.percent_progress_map(percent_to_sigma, window)
+        for edge in (0.3, 0.4, 0.6, 0.7):
+            assert progress_map.progress(percent_to_sigma(edge)) == pytest.approx(edge, abs=1e-12)
+        assert progress_map.progress(percent_to_sigma(0.5)) == pytest.approx(0.5, abs=1e-3)
+
+
+class TestValidation:
+    node = "NegativeGuidanceGuider"
+
+    def check(self, cfg=7.0, neg_scale=-1.0, start=0.0, end=1.0, unit="steps", ramp="hard", width=0.0, empty=True):
+        return schedule.validate(self.node, cfg, neg_scale, start, end, unit, ramp, width, empty)
+
+    def test_defaults_are_valid(self):
+        assert self.check() is None
+        assert self.check(empty=False) is None
+
+    @pytest.mark.parametrize("kwargs, words", [
+        ({"start": 0.6, "end": 0.4}, ["neg_start (0.6)", "neg_end (0.4)"]),
+        ({"neg_scale": math.nan}, ["neg_scale", "finite"]),
+        ({"cfg": math.inf}, ["cfg", "finite"]),
+        ({"neg_scale": -0.5}, ["neg_scale", "-1"]),
+        ({"cfg": -1.0}, ["cfg", "negative"]),
+        ({"start": 1.5}, ["neg_start", "between 0 and 1"]),
+        ({"unit": "minutes"}, ["window_unit", "minutes"]),
+        ({"ramp": "cosine"}, ["ramp", "cosine"]),
+        ({"start": 0.4, "end": 0.6, "ramp": "linear", "width": 0.15}, ["ramp_width (0.15)", "too wide"]),
+        ({"neg_scale": 3.0, "empty": False}, ["connect 'empty'"]),
+        ({"start": 0.2, "end": 0.5, "empty": False}, ["connect 'empty'"]),
+    ])
+    def test_bad_input_names_node_and_input(self, kwargs, words):
+        problem = self.check(**kwargs)
+        assert problem is not None and problem.startswith(f"{self.node}: ")
+        for word in words:
+            assert word in problem
+
+    def test_one_ramp_at_the_end_of_sampling_fits(self):
+        # Window 0.5-1.0 fades in only (no fade-out at 1): a 0.5-wide ramp fills it exactly.
+        assert self.check(start=0.5, end=1.0, ramp="linear", width=0.5) is None
+
+    def test_linked_values_are_not_checked(self):
+        assert schedule.validate(self.node, None, None, None, None, None, None, None, None) is None
