@@ -23,72 +23,102 @@ log = logging.getLogger("comfyui-negative-guidance")
 
 # The extra conditioning key (for ∅) and the wrapper key, both unique to this pack.
 EMPTY_KEY = "negative_guidance_empty"
+EXTRA_KEY = "negative_guidance_extra_{}"
 WRAPPER_KEY = "negative_guidance"
 
 
 @dataclass(frozen=True)
 class RunSchedule:
-    """The settings of one sampling run, with its sigma ↔ progress map resolved once before the first step."""
+    """The settings of one sampling run, with each negative's sigma ↔ progress map resolved before the first step.
+
+    `observer`, when set (the guidance trace), is called once per evaluation; None costs nothing.
+    """
 
     settings: schedule.GuidanceSettings
-    progress_map: schedule.ProgressMap
+    progress_maps: tuple  # one per negative term, main negative first
+    sequential: bool = False
+    observer: object = None
 
     def coefficients(self, sigma: float) -> schedule.StepCoefficients:
-        window = self.settings.window
-        return self.settings.at(window.weight(self.progress_map.progress(sigma)))
+        weights = [term.window.weight(progress_map.progress(sigma))
+                   for term, progress_map in zip(self.settings.terms, self.progress_maps)]
+        return self.settings.at(weights)
 
 
-def begin_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor) -> RunSchedule:
-    unit = settings.window_unit
-    if unit == "steps":
-        progress_map = schedule.steps_progress_map(sigmas.tolist())
-    else:
-        model_sampling = model_patcher.get_model_object("model_sampling")
-        if unit == "timestep_percent":
-            progress_map = schedule.percent_progress_map(model_sampling.percent_to_sigma, settings.window)
-        else:
-            progress_map = schedule.sigma_progress_map(float(model_sampling.sigma_min), float(model_sampling.sigma_max))
-    return RunSchedule(settings, progress_map)
+def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor) -> schedule.ProgressMap:
+    if term.window_unit == "steps":
+        return schedule.steps_progress_map(sigmas.tolist())
+    model_sampling = model_patcher.get_model_object("model_sampling")
+    if term.window_unit == "timestep_percent":
+        return schedule.percent_progress_map(model_sampling.percent_to_sigma, term.window)
+    return schedule.sigma_progress_map(float(model_sampling.sigma_min), float(model_sampling.sigma_max))
 
 
-def empty_conds(empty):
-    # ∅ takes the unconditional side's model-specific conditioning, as in ComfyUI's PerpNegGuider/DualCFGGuider.
-    return comfy.sampler_helpers.convert_cond(node_helpers.conditioning_set_values(empty, {"prompt_type": "negative"}))
+def resolve_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor, sequential=False,
+              observer=None) -> RunSchedule:
+    maps = tuple(progress_map_for(term, model_patcher, sigmas) for term in settings.terms)
+    return RunSchedule(settings, maps, sequential, observer)
 
 
 def current_sigma(timestep: torch.Tensor) -> float:
     return float(timestep.reshape(-1)[0])
 
 
-def predict(model, positive, negative, empty, coefficients: schedule.StepCoefficients, x, timestep,
-            model_options: dict, node: str):
-    """eps = e + s⁺(c − e) − s(n − e) for one evaluation, returned as ComfyUI's denoised prediction."""
+def evaluate(model, batch: list, x, timestep, model_options: dict, sequential: bool) -> list:
+    """All non-None conditionings in one calc_cond_batch call (one batched forward when memory allows), or, to
+    save memory, one call each. None entries come back as zeros, as calc_cond_batch returns them."""
+    if sequential:
+        outputs = []
+        for conds in batch:
+            if conds is None:
+                outputs.append(torch.zeros_like(x))
+            else:
+                outputs.extend(evaluate(model, [conds], x, timestep, model_options, sequential=False))
+        return outputs
+    if "sampler_calc_cond_batch_function" in model_options:
+        args = {"conds": batch, "input": x, "sigma": timestep, "model": model, "model_options": model_options}
+        return list(model_options["sampler_calc_cond_batch_function"](args))
+    return list(comfy.samplers.calc_cond_batch(model, batch, x, timestep, model_options))
+
+
+def predict(model, positive, negatives: list, empty, coefficients: schedule.StepCoefficients, x, timestep,
+            model_options: dict, node: str, sequential=False, observer=None):
+    """eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e) for one evaluation, returned as ComfyUI's denoised prediction.
+
+    `negatives` holds the main negative ỹ first, then any extra ones, matching coefficients.negatives.
+    The batch handed to calc_cond_batch is [y, ỹ, ∅, ỹ₂, ỹ₃, ...].
+    """
     if coefficients.needs_empty and empty is None:
         raise ValueError(f"{node}: connect 'empty' (the empty prompt): at sigma {current_sigma(timestep):.4g} "
                          f"with cfg {coefficients.cond_scale} the formula uses eps(∅).")
-    batch = [positive, negative, empty]
+    batch = [positive, negatives[0], empty, *negatives[1:]]
     if not model_options.get("disable_cfg1_optimization", False):
-        # A conditioning whose coefficient is zero is not evaluated; calc_cond_batch returns zeros in its place,
-        # which the weights below multiply by zero.
-        needed = (coefficients.needs_positive, coefficients.needs_negative, coefficients.needs_empty)
+        # A conditioning whose coefficient is zero is not evaluated; it comes back as zeros, which the weights
+        # below multiply by zero.
+        need_negative = coefficients.needs_negatives
+        needed = (coefficients.needs_positive, need_negative[0], coefficients.needs_empty, *need_negative[1:])
         batch = [conds if need else None for conds, need in zip(batch, needed)]
-    if "sampler_calc_cond_batch_function" in model_options:
-        args = {"conds": batch, "input": x, "sigma": timestep, "model": model, "model_options": model_options}
-        cond_pred, negative_pred, empty_pred = model_options["sampler_calc_cond_batch_function"](args)
-    else:
-        cond_pred, negative_pred, empty_pred = comfy.samplers.calc_cond_batch(model, batch, x, timestep, model_options)
+    outputs = evaluate(model, batch, x, timestep, model_options, sequential)
+    cond_pred, empty_pred = outputs[0], outputs[2]
+    negative_preds = [outputs[1], *outputs[3:]]
+    if observer is not None:
+        observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred)
 
     if coefficients.has_cfg_term:
-        # Plain CFG against u* = e + α(n − e): ComfyUI's cfg_function does the final combination, so
+        # Plain CFG against u* = e + Σ αᵢ(nᵢ − e): ComfyUI's cfg_function does the final combination, so
         # sampler_cfg_function / post-CFG patches see (cond, uncond = u*, cond_scale = s⁺).
-        alpha = coefficients.blend
-        uncond_pred = empty_pred + alpha * (negative_pred - empty_pred)
-        uncond = batch[1] if alpha != 0.0 else batch[2]
+        uncond_pred = empty_pred
+        for alpha, negative_pred in zip(coefficients.blends, negative_preds):
+            if alpha != 0.0:
+                uncond_pred = uncond_pred + alpha * (negative_pred - empty_pred)
+        # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s.
+        uncond = batch[1] if coefficients.blends[0] != 0.0 else batch[2]
     else:
         # s⁺ = 1: no CFG term. The guided prediction goes in as "cond" at cond_scale 1 (which every CFG patch
         # leaves unchanged) and eps(∅) as "uncond" where it was evaluated.
-        if coefficients.needs_negative:
-            cond_pred = cond_pred - coefficients.negative * (negative_pred - empty_pred)
+        for s, need, negative_pred in zip(coefficients.negatives, coefficients.needs_negatives, negative_preds):
+            if need:
+                cond_pred = cond_pred - s * (negative_pred - empty_pred)
         uncond_pred = empty_pred
         uncond = batch[2]
     cond = batch[0]
@@ -101,49 +131,87 @@ def predict(model, positive, negative, empty, coefficients: schedule.StepCoeffic
                                        model_options=model_options, cond=cond, uncond=uncond)
 
 
+@dataclass(frozen=True)
+class GuidancePlan:
+    """Everything a node hands to sampling: the settings, the conditionings it brings (∅ and extra negatives, in
+    the order of settings.extra_negatives), whether to evaluate them one by one, and an optional trace."""
+
+    settings: schedule.GuidanceSettings
+    empty: list | None = None
+    extra_negatives: tuple = ()
+    sequential: bool = False
+    trace: object = None  # has start_run(settings, sigmas) -> observer; see trace.py
+
+    def conditionings(self) -> dict:
+        """The plan's own conditionings under their guider keys, marked as unconditional-side prompts."""
+        conds = {}
+        if self.empty is not None:
+            conds[EMPTY_KEY] = self.empty
+        for i, conditioning in enumerate(self.extra_negatives):
+            conds[EXTRA_KEY.format(i)] = conditioning
+        # All of them sit on the unconditional side: they take its model-specific conditioning, as ∅ does in
+        # ComfyUI's PerpNegGuider and DualCFGGuider.
+        return {key: node_helpers.conditioning_set_values(value, {"prompt_type": "negative"})
+                for key, value in conds.items()}
+
+    def begin_run(self, settings: schedule.GuidanceSettings, model_patcher, sigmas, node: str) -> RunSchedule:
+        """Resolve the run's schedule; stop with a clear message, before any model pass, if ∅ is needed but absent."""
+        if self.empty is None and settings.needs_empty():
+            raise ValueError(
+                f"{node}: connect 'empty' (the empty prompt ∅): with cfg {settings.cfg} and neg_scale "
+                f"{settings.neg_scale} over this window (and any extra negatives) the formula uses eps(∅). Without "
+                "it only neg_scale = -1 (cfg - 1) over the whole run works.")
+        observer = self.trace.start_run(settings, sigmas) if self.trace is not None else None
+        return resolve_run(settings, model_patcher, sigmas, self.sequential, observer)
+
+
+def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
+    """`predict` with a CFGGuider's processed conditionings."""
+    conds = guider.conds
+    negatives = [conds.get("negative"), *(conds.get(EXTRA_KEY.format(i)) for i in range(len(run.settings.extra_negatives)))]
+    return predict(guider.inner_model, conds.get("positive"), negatives, conds.get(EMPTY_KEY),
+                   run.coefficients(current_sigma(timestep)), x, timestep, model_options, node, run.sequential,
+                   run.observer)
+
+
 class NegativeGuider(comfy.samplers.CFGGuider):
-    """GUIDER for SamplerCustomAdvanced: positive y, negative ỹ, empty ∅."""
+    """GUIDER for SamplerCustomAdvanced: positive y, negative ỹ, empty ∅, and any extra negatives."""
 
     node = "NegativeGuidanceGuider"
 
-    def __init__(self, model_patcher, settings: schedule.GuidanceSettings):
+    def __init__(self, model_patcher, plan: GuidancePlan):
         super().__init__(model_patcher)
-        self.settings = settings
-        self.cfg = settings.cfg
+        self.plan = plan
+        self.cfg = plan.settings.cfg
         self.run_schedule = None
 
-    def set_conds(self, positive, negative, empty=None):
-        conds = {"positive": positive, "negative": negative}
-        if empty is not None:
-            conds[EMPTY_KEY] = node_helpers.conditioning_set_values(empty, {"prompt_type": "negative"})
-        self.inner_set_conds(conds)
+    def set_conds(self, positive, negative):
+        self.inner_set_conds({"positive": positive, "negative": negative, **self.plan.conditionings()})
 
     def outer_sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        self.run_schedule = begin_run(self.settings, self.model_patcher, sigmas)
+        self.run_schedule = self.plan.begin_run(self.plan.settings, self.model_patcher, sigmas, self.node)
         try:
             return super().outer_sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
             self.run_schedule = None
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        coefficients = self.run_schedule.coefficients(current_sigma(timestep))
-        return predict(self.inner_model, self.conds.get("positive"), self.conds.get("negative"),
-                       self.conds.get(EMPTY_KEY), coefficients, x, timestep, model_options, self.node)
+        return predict_for(self, self.run_schedule, x, timestep, model_options, self.node)
 
 
 class NegativeGuidancePatch:
-    """MODEL patch for KSampler & co.: positive = y, negative = ỹ, cfg = s⁺, and ∅ from the patch.
+    """MODEL patch for KSampler & co.: positive = y, negative = ỹ, cfg = s⁺, and ∅ (and extra negatives) from
+    the patch.
 
-    OUTER_SAMPLE adds ∅ to the guider's conditionings before ComfyUI processes them (areas, masks, ControlNet,
-    model-specific conditioning all apply to it), and PREDICT_NOISE replaces CFGGuider.predict_noise with
-    `predict`, so the three predictions come from one batched forward, as in the guider.
+    OUTER_SAMPLE adds the plan's conditionings to the guider's before ComfyUI processes them (areas, masks,
+    ControlNet, model-specific conditioning all apply to them), and PREDICT_NOISE replaces
+    CFGGuider.predict_noise with `predict`, so all predictions come from one batched forward, as in the guider.
     """
 
     node = "NegativeGuidance"
 
-    def __init__(self, settings: schedule.GuidanceSettings, empty=None):
-        self.settings = settings
-        self.empty = empty
+    def __init__(self, plan: GuidancePlan):
+        self.plan = plan
         self._said_standing_aside = False
 
     def apply_to(self, model):
@@ -165,18 +233,13 @@ class NegativeGuidancePatch:
                 self._said_standing_aside = True
             return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
-        settings = replace(self.settings, cfg=float(guider.cfg))
-        if self.empty is None and settings.needs_empty():
-            raise ValueError(
-                f"{self.node}: connect 'empty' (the empty prompt ∅): with the sampler's cfg {guider.cfg} and "
-                f"neg_scale {self.settings.neg_scale} over this window the formula uses eps(∅). Without it only "
-                "neg_scale = -1 (cfg - 1) over the whole run works.")
-        if self.empty is not None:
-            added = {EMPTY_KEY: empty_conds(self.empty)}
-            # Hooks on ∅ were not registered by CFGGuider.sample (it ran before this wrapper): drop them.
-            comfy.samplers.filter_registered_hooks_on_conds(added, guider.model_options)
-            guider.conds.update(added)
-        guider.negative_guidance_run = begin_run(settings, guider.model_patcher, sigmas)
+        settings = replace(self.plan.settings, cfg=float(guider.cfg))  # s⁺ is the sampler's cfg
+        run = self.plan.begin_run(settings, guider.model_patcher, sigmas, self.node)
+        added = {key: comfy.sampler_helpers.convert_cond(value) for key, value in self.plan.conditionings().items()}
+        # Hooks on these were not registered by CFGGuider.sample (it ran before this wrapper): drop them.
+        comfy.samplers.filter_registered_hooks_on_conds(added, guider.model_options)
+        guider.conds.update(added)
+        guider.negative_guidance_run = run
         try:
             return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
@@ -187,6 +250,4 @@ class NegativeGuidancePatch:
         run = getattr(guider, "negative_guidance_run", None)
         if run is None:
             return executor(x, timestep, model_options, seed)
-        coefficients = run.coefficients(current_sigma(timestep))
-        return predict(guider.inner_model, guider.conds.get("positive"), guider.conds.get("negative"),
-                       guider.conds.get(EMPTY_KEY), coefficients, x, timestep, model_options, self.node)
+        return predict_for(guider, run, x, timestep, model_options, self.node)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import schedule
-from .guidance import NegativeGuidancePatch, NegativeGuider
+from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
 
 _UNCONNECTED = object()  # validate_inputs receives None for a connected input and nothing for an unconnected one
 
@@ -40,8 +40,34 @@ def window_inputs() -> list:
     ]
 
 
+# Extra negatives travel from ExtraNegative nodes to the two main nodes as a tuple of (conditioning, NegativeTerm).
+ExtraNegatives = io.Custom("NEGATIVE_GUIDANCE_TERMS")
+EVALUATIONS = ("batched", "sequential")
+
+
+def options_inputs() -> list:
+    """Inputs added after the first release: optional and at the end, so saved workflows keep loading."""
+    return [
+        ExtraNegatives.Input("extra_negatives", optional=True,
+                             tooltip="More negative prompts, each with its own scale and window (ExtraNegative "
+                                     "nodes, chained)."),
+        io.Combo.Input("evaluation", options=list(EVALUATIONS), default="batched", optional=True,
+                       tooltip="batched: every prompt of a step in one model call (fastest). sequential: one call "
+                               "per prompt, for low VRAM; same result."),
+    ]
+
+
 def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
     return schedule.Window(float(neg_start), float(neg_end), ramp, float(ramp_width))
+
+
+def plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
+              evaluation) -> GuidancePlan:
+    extras = tuple(extra_negatives or ())
+    settings = schedule.GuidanceSettings(cfg, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
+                                         window_unit, tuple(term for _, term in extras))
+    return GuidancePlan(settings, empty, tuple(conditioning for conditioning, _ in extras),
+                        sequential=evaluation == "sequential")
 
 
 class NegativeGuidance(io.ComfyNode):
@@ -60,6 +86,7 @@ class NegativeGuidance(io.ComfyNode):
                 io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, min=-1.0, max=100.0, step=0.1,
                                round=0.01, tooltip=NEG_SCALE_TOOLTIP),
                 *window_inputs(),
+                *options_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler.")],
         )
@@ -73,10 +100,12 @@ class NegativeGuidance(io.ComfyNode):
         return problem or True
 
     @classmethod
-    def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None) -> io.NodeOutput:
-        settings = schedule.GuidanceSettings(1.0, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
-                                             window_unit)  # cfg comes from the sampler at run time
-        return io.NodeOutput(NegativeGuidancePatch(settings, empty).apply_to(model))
+    def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None,
+                extra_negatives=None, evaluation="batched") -> io.NodeOutput:
+        # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then.
+        plan = plan_from(1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
+                         evaluation)
+        return io.NodeOutput(NegativeGuidancePatch(plan).apply_to(model))
 
 
 class NegativeGuidanceGuider(io.ComfyNode):
@@ -98,6 +127,7 @@ class NegativeGuidanceGuider(io.ComfyNode):
                 io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, min=-1.0, max=100.0, step=0.1,
                                round=0.01, tooltip=NEG_SCALE_TOOLTIP),
                 *window_inputs(),
+                *options_inputs(),
             ],
             outputs=[io.Guider.Output()],
         )
@@ -111,12 +141,48 @@ class NegativeGuidanceGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-                empty=None) -> io.NodeOutput:
-        settings = schedule.GuidanceSettings(cfg, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
-                                             window_unit)
-        guider = NegativeGuider(model, settings)
-        guider.set_conds(positive, negative, empty)
+                empty=None, extra_negatives=None, evaluation="batched") -> io.NodeOutput:
+        plan = plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
+                         evaluation)
+        guider = NegativeGuider(model, plan)
+        guider.set_conds(positive, negative)
         return io.NodeOutput(guider)
 
 
-NODES = [NegativeGuidance, NegativeGuidanceGuider]
+class ExtraNegative(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ExtraNegative",
+            display_name="Extra Negative (for Negative Guidance)",
+            category="advanced/guidance",
+            description=("One more negative prompt ỹᵢ with its own scale sᵢ and window wᵢ, added to NegativeGuidance "
+                         "or NegativeGuidanceGuider: eps -= sᵢ·wᵢ(t)·(eps(ỹᵢ) - eps(∅)). Chain several. "
+                         "Needs 'empty' connected on the main node."),
+            inputs=[
+                io.Conditioning.Input("negative", tooltip="This negative prompt ỹᵢ."),
+                io.Float.Input("neg_scale", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="sᵢ, how hard this negative pushes away. 0 switches it off."),
+                *window_inputs(),
+                ExtraNegatives.Input("extra_negatives", optional=True, tooltip="Earlier ExtraNegative nodes."),
+            ],
+            outputs=[ExtraNegatives.Output(display_name="extra_negatives")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, neg_scale=None, neg_start=None, neg_end=None, window_unit=None, ramp=None,
+                        ramp_width=None):
+        if neg_scale is not None and neg_scale < 0:
+            return f"ExtraNegative: neg_scale must be 0 or more, got {neg_scale}."
+        problem = schedule.validate("ExtraNegative", None, neg_scale, neg_start, neg_end, window_unit, ramp,
+                                    ramp_width, empty_connected=None)
+        return problem or True
+
+    @classmethod
+    def execute(cls, negative, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
+                extra_negatives=None) -> io.NodeOutput:
+        term = schedule.NegativeTerm(float(neg_scale), window_from(neg_start, neg_end, ramp, ramp_width), window_unit)
+        return io.NodeOutput((*(extra_negatives or ()), (negative, term)))
+
+
+NODES = [NegativeGuidance, NegativeGuidanceGuider, ExtraNegative]

@@ -94,13 +94,24 @@ class Window:
 
 
 @dataclass(frozen=True)
+class NegativeTerm:
+    """One extra negative prompt ỹᵢ with its own scale sᵢ and window wᵢ (the main negative lives in GuidanceSettings)."""
+
+    scale: float
+    window: Window
+    window_unit: str = "steps"
+
+
+@dataclass(frozen=True)
 class GuidanceSettings:
-    """What the user set on a node: s⁺ (cfg), s⁻ (neg_scale, or NEG_SCALE_FOLLOWS_CFG) and the window."""
+    """What the user set on a node: s⁺ (cfg), s⁻ (neg_scale, or NEG_SCALE_FOLLOWS_CFG), the window, and any extra
+    negatives: eps = e + s⁺(c − e) − s⁻·w(t)·(n − e) − Σᵢ sᵢ·wᵢ(t)·(nᵢ − e)."""
 
     cfg: float
     neg_scale: float
     window: Window
     window_unit: str = "steps"
+    extra_negatives: tuple = ()
 
     @property
     def negative_scale(self) -> float:
@@ -109,49 +120,60 @@ class GuidanceSettings:
             return self.cfg - 1.0
         return self.neg_scale
 
-    def at(self, window_weight: float) -> "StepCoefficients":
-        return StepCoefficients(self.cfg, self.negative_scale * window_weight)
+    @property
+    def terms(self) -> tuple:
+        """Every negative as a NegativeTerm, the main one first."""
+        return (NegativeTerm(self.negative_scale, self.window, self.window_unit), *self.extra_negatives)
+
+    def at(self, window_weights) -> "StepCoefficients":
+        """Coefficients for one evaluation, given each term's window weight (main negative first)."""
+        return StepCoefficients(self.cfg, tuple(term.scale * w for term, w in zip(self.terms, window_weights)))
 
     def needs_empty(self) -> bool:
         """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
-        s_neg = self.negative_scale
-        if is_zero(s_neg) or self.window.is_empty:
+        active = [t for t in self.terms if not is_zero(t.scale) and not t.window.is_empty]
+        if not active:
             return not is_zero(1.0 - self.cfg)
-        if self.window.is_full:
-            return not is_zero(1.0 - self.cfg + s_neg)
-        # w takes 0 outside the window and 1 inside: the coefficient 1 − s⁺ + s⁻·w cannot vanish at both.
+        if all(t.window.is_full for t in active):
+            return not is_zero(1.0 - self.cfg + sum(t.scale for t in active))
+        # Some wᵢ takes 0 and 1 (or a ramp in between): the coefficient 1 − s⁺ + Σ sᵢwᵢ cannot vanish throughout.
         return True
 
 
 @dataclass(frozen=True)
 class StepCoefficients:
-    """One evaluation's guidance: eps = e + s⁺(c − e) − s(n − e), with s = s⁻·w.
+    """One evaluation's guidance: eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e), with sᵢ = scaleᵢ·wᵢ(t), main negative first.
 
-    Written as weights on the three predictions: eps = s⁺·c − s·n + (1 − s⁺ + s)·e.
+    Written as weights on the predictions: eps = s⁺·c − Σᵢ sᵢ·nᵢ + (1 − s⁺ + Σᵢ sᵢ)·e.
     """
 
     cond_scale: float  # s⁺
-    negative: float  # s = s⁻·w(t)
+    negatives: tuple  # sᵢ = scaleᵢ·wᵢ(t)
+
+    @property
+    def negative(self) -> float:
+        """s of the main negative."""
+        return self.negatives[0]
 
     @property
     def positive_weight(self) -> float:
         return self.cond_scale
 
     @property
-    def negative_weight(self) -> float:
-        return -self.negative
-
-    @property
     def empty_weight(self) -> float:
-        return 1.0 - self.cond_scale + self.negative
+        return 1.0 - self.cond_scale + sum(self.negatives)
 
     @property
     def needs_positive(self) -> bool:
         return not is_zero(self.positive_weight)
 
     @property
+    def needs_negatives(self) -> tuple:
+        return tuple(not is_zero(s) for s in self.negatives)
+
+    @property
     def needs_negative(self) -> bool:
-        return not is_zero(self.negative_weight)
+        return self.needs_negatives[0]
 
     @property
     def needs_empty(self) -> bool:
@@ -163,15 +185,20 @@ class StepCoefficients:
         return not is_zero(self.cond_scale - 1.0)
 
     @property
+    def blends(self) -> tuple:
+        """αᵢ in u* = e + Σᵢ αᵢ(nᵢ − e), the unconditional prediction that makes this step plain CFG:
+        e + s⁺(c − e) − Σ sᵢ(nᵢ − e) = u* + s⁺(c − u*) with αᵢ = sᵢ / (s⁺ − 1). A single negative with α = 1 is
+        the ordinary negative prompt (u* = n); all α = 0 is CFG against the empty prompt (u* = e).
+        Only defined when has_cfg_term."""
+        active = [s if need else 0.0 for s, need in zip(self.negatives, self.needs_negatives)]
+        # Where ∅ drops out, Σ sᵢ = s⁺ − 1 within ZERO_TOLERANCE: normalise so that u* is exactly Σ αᵢnᵢ with
+        # Σ αᵢ = 1 (a single negative gives u* = n bit for bit, as ComfyUI's own CFG does).
+        denominator = sum(active) if not self.needs_empty else self.cond_scale - 1.0
+        return tuple(s / denominator for s in active)
+
+    @property
     def blend(self) -> float:
-        """α in u* = e + α(n − e), the unconditional prediction that makes this step plain CFG:
-        e + s⁺(c − e) − s(n − e) = u* + s⁺(c − u*) with α = s / (s⁺ − 1). α = 1 is the ordinary negative
-        prompt (u* = n), α = 0 is CFG against the empty prompt (u* = e). Only defined when has_cfg_term."""
-        if not self.needs_negative:
-            return 0.0
-        if not self.needs_empty:
-            return 1.0
-        return self.negative / (self.cond_scale - 1.0)
+        return self.blends[0]
 
 
 class ProgressMap:

@@ -62,14 +62,14 @@ class TestCoefficients:
     def test_weights_reproduce_the_formula(self):
         c, n, e = 0.7, -1.3, 0.2
         for cfg, s in ((7.0, 6.0), (7.0, 2.5), (1.0, 3.0), (5.0, 0.0), (1.0, 0.0)):
-            k = schedule.StepCoefficients(cfg, s)
+            k = schedule.StepCoefficients(cfg, (s,))
             expected = e + cfg * (c - e) - s * (n - e)
-            assert k.positive_weight * c + k.negative_weight * n + k.empty_weight * e == pytest.approx(expected)
+            assert k.positive_weight * c - k.negative * n + k.empty_weight * e == pytest.approx(expected)
 
     def test_blend_makes_each_step_plain_cfg(self):
         c, n, e = 0.7, -1.3, 0.2
         for cfg, s in ((7.0, 6.0), (7.0, 2.5), (3.0, 0.0), (0.5, 1.0)):
-            k = schedule.StepCoefficients(cfg, s)
+            k = schedule.StepCoefficients(cfg, (s,))
             u = e + k.blend * (n - e)
             assert u + cfg * (c - u) == pytest.approx(e + cfg * (c - e) - s * (n - e))
 
@@ -81,7 +81,7 @@ class TestCoefficients:
         (1.0, 2.0, (True, True, True)),
     ])
     def test_only_nonzero_coefficients_are_needed(self, cfg, s, needed):
-        k = schedule.StepCoefficients(cfg, s)
+        k = schedule.StepCoefficients(cfg, (s,))
         assert (k.needs_positive, k.needs_negative, k.needs_empty) == needed
 
     def test_follow_cfg(self):
