@@ -1,0 +1,152 @@
+"""Several negatives, each with its own scale and window, and the sequential (low-memory) evaluation switch.
+
+Conditioning indices in pass counts: 0 = y, 1 = ỹ (main negative), 2 = ∅, 3 = first extra negative, ...
+"""
+
+import pytest
+import torch
+
+import support
+from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas
+
+CFG = 5.0
+STEPS = 10
+
+
+def node_classes():
+    return support.pack_module("nodes.negative_guidance")
+
+
+def extra(conditioning, scale, start=0.0, end=1.0, ramp="hard", width=0.0, unit="steps", previous=None):
+    return node_classes().ExtraNegative.execute(conditioning, scale, start, end, unit, ramp, width,
+                                                extra_negatives=previous).result[0]
+
+
+def patch(model, neg_scale, empty, extras=None, evaluation="batched", start=0.0, end=1.0):
+    return node_classes().NegativeGuidance.execute(model, neg_scale, start, end, "steps", "hard", 0.0, empty=empty,
+                                                   extra_negatives=extras, evaluation=evaluation).result[0]
+
+
+def guider(host, model, neg_scale, extras=None, evaluation="batched", start=0.0, end=1.0):
+    return node_classes().NegativeGuidanceGuider.execute(
+        model, host.positive, host.negative, CFG, neg_scale, start, end, "steps", "hard", 0.0, empty=host.empty,
+        extra_negatives=extras, evaluation=evaluation).result[0]
+
+
+def reference_model(model, empty, extras, cfg, main_scale, weight_of_step):
+    """Stock KSampler(y, ỹ) plus a sampler_cfg_function that evaluates ∅ and each extra negative on its own and
+    applies eps = e + s⁺(c − e) − s⁻(n − e) − Σ sᵢ·wᵢ(step)·(nᵢ − e); the step is found from sigma independently."""
+    import comfy.sampler_helpers
+    import comfy.samplers
+
+    others = [comfy.sampler_helpers.convert_cond(empty)] + [comfy.sampler_helpers.convert_cond(c) for c, _ in extras]
+    reference = model.clone()
+
+    def guidance(args):
+        x, sigma, inner_model = args["input"], args["sigma"], args["model"]
+        cond, negative = args["cond_denoised"], args["uncond_denoised"]
+        run_sigmas = args["model_options"]["transformer_options"]["sample_sigmas"].tolist()
+        step = max(i for i, s in enumerate(run_sigmas[:-1]) if s >= float(sigma[0]) - 1e-6)
+        predictions = []
+        for conds in others:
+            encoded = comfy.samplers.encode_model_conds(inner_model.extra_conds, conds, x, x.device, "negative")
+            predictions.extend(comfy.samplers.calc_cond_batch(inner_model, [encoded], x, sigma, args["model_options"]))
+        empty_pred, extra_preds = predictions[0], predictions[1:]
+        denoised = empty_pred + cfg * (cond - empty_pred) - main_scale * (negative - empty_pred)
+        for (scale, first, last), extra_pred in zip(weight_of_step, extra_preds):
+            if first <= step < last:
+                denoised = denoised - scale * (extra_pred - empty_pred)
+        return x - denoised
+
+    reference.set_model_sampler_cfg_function(guidance)
+    return reference
+
+
+@pytest.fixture(scope="module")
+def blurry(host):
+    return host.encode("blurry, low quality")
+
+
+@pytest.fixture(scope="module")
+def hat(host):
+    return host.encode("a hat")
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_two_extra_negatives_equal_reference(host, blurry, hat, sampler):
+    # Main negative everywhere at 2.0; "blurry" everywhere at 1.5; "a hat" late and weak: steps 6..9 at 0.8.
+    chain = extra(hat, 0.8, 0.6, 1.0, previous=extra(blurry, 1.5))
+    reference = reference_model(host.model, host.empty, chain, CFG, 2.0, [(1.5, 0, STEPS), (0.8, 6, STEPS)])
+    expected = ksampler(reference, host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent)
+
+    passes = PassCounter()
+    ours = ksampler(patch(passes.counting(host.model), 2.0, host.empty, chain), host.positive, host.negative, CFG,
+                    sampler, STEPS, latent=host.latent)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+    without_extras = ksampler(patch(host.model, 2.0, host.empty), host.positive, host.negative, CFG, sampler, STEPS,
+                              latent=host.latent)
+    assert (ours - without_extras).abs().max() > 1e-2
+
+    sigmas = ksampler_sigmas(host.model, sampler, STEPS).tolist()
+    for evaluation in passes.evaluations:
+        late = evaluation.sigma <= sigmas[6] * (1 + 1e-6)
+        assert tuple(sorted(evaluation.conds)) == ((0, 1, 2, 3, 4) if late else (0, 1, 2, 3))
+        assert evaluation.batch == len(evaluation.conds)  # all of them in one forward
+
+
+def test_patch_equals_guider_with_extra_negatives(host, blurry, hat):
+    chain = extra(hat, 2.0, 0.2, 0.7, ramp="linear", width=0.2, previous=extra(blurry, 1.0, unit="timestep_percent"))
+    patch_passes, guider_passes = PassCounter(), PassCounter()
+    via_patch = ksampler(patch(patch_passes.counting(host.model), -1.0, host.empty, chain, start=0.3), host.positive,
+                         host.negative, CFG, "euler", STEPS, latent=host.latent)
+    via_guider = custom_advanced(guider(host, guider_passes.counting(host.model), -1.0, chain, start=0.3), "euler",
+                                 ksampler_sigmas(host.model, "euler", STEPS), host.latent)
+    torch.testing.assert_close(via_patch, via_guider, rtol=1e-4, atol=1e-4)
+    assert patch_passes.by_sigma() == guider_passes.by_sigma()
+
+
+def test_extra_negatives_with_zero_scale_are_not_evaluated(host, blurry):
+    stock_passes, our_passes = PassCounter(), PassCounter()
+    stock = ksampler(stock_passes.counting(host.model), host.positive, host.negative, CFG, "euler", STEPS,
+                     latent=host.latent)
+    ours = ksampler(patch(our_passes.counting(host.model), -1.0, host.empty, extra(blurry, 0.0)), host.positive,
+                    host.negative, CFG, "euler", STEPS, latent=host.latent)
+    torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-4)
+    assert {conds for _, conds in our_passes.by_sigma()} == {(0, 1)}
+
+
+@pytest.mark.parametrize("route", ["patch", "guider"])
+def test_sequential_equals_batched(host, blurry, route):
+    chain = extra(blurry, 1.5, 0.3, 0.8)
+    results, counters = {}, {}
+    for evaluation in ("batched", "sequential"):
+        counters[evaluation] = passes = PassCounter()
+        model = passes.counting(host.model)
+        if route == "patch":
+            results[evaluation] = ksampler(patch(model, 2.0, host.empty, chain, evaluation), host.positive,
+                                           host.negative, CFG, "euler", STEPS, latent=host.latent)
+        else:
+            results[evaluation] = custom_advanced(guider(host, model, 2.0, chain, evaluation), "euler",
+                                                  ksampler_sigmas(host.model, "euler", STEPS), host.latent)
+    # Batch layout changes float32 rounding a little; the random UNet amplifies it over the steps.
+    torch.testing.assert_close(results["sequential"], results["batched"], rtol=1e-4, atol=1e-3)
+    batched, sequential = counters["batched"].evaluations, counters["sequential"].evaluations
+    assert all(e.batch == 1 for e in sequential)
+    assert len(sequential) == sum(e.batch for e in batched)  # same conditionings, one call each
+    assert max(e.batch for e in batched) == 4
+
+
+def test_extra_negative_validation(host):
+    classes = node_classes()
+    assert "ExtraNegative: neg_scale must be 0 or more" in classes.ExtraNegative.validate_inputs(neg_scale=-1.0)
+    assert "ExtraNegative: neg_start (0.9)" in classes.ExtraNegative.validate_inputs(
+        neg_scale=1.0, neg_start=0.9, neg_end=0.1, window_unit="steps", ramp="hard", ramp_width=0.0)
+
+
+def test_extra_negatives_need_empty(host, blurry):
+    passes = PassCounter()
+    model = node_classes().NegativeGuidance.execute(passes.counting(host.model), -1.0, 0.0, 1.0, "steps", "hard", 0.0,
+                                                    extra_negatives=extra(blurry, 1.0)).result[0]
+    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'"):
+        ksampler(model, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
+    assert passes.evaluations == []
