@@ -87,10 +87,19 @@ class Window:
             return 0.0
         weight = 1.0
         if self.fades_in:
-            weight = min(weight, ramp_shape(self.ramp, (progress - self.start) / self.ramp_width))
+            weight = min(weight, self._fade(progress - self.start))
         if self.fades_out:
-            weight = min(weight, ramp_shape(self.ramp, (self.end - progress) / self.ramp_width))
+            weight = min(weight, self._fade(self.end - progress))
         return weight
+
+    def _fade(self, distance_inside: float) -> float:
+        """The ramp at a distance from the window's edge; within EDGE_TOLERANCE of either end of the ramp it is
+        exactly 0 or 1, so that a rounded neg_start (0.1667 for 5/30) leaves whole steps fully on or off."""
+        if distance_inside <= EDGE_TOLERANCE:
+            return 0.0
+        if distance_inside >= self.ramp_width - EDGE_TOLERANCE:
+            return 1.0
+        return ramp_shape(self.ramp, distance_inside / self.ramp_width)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def test_defaults_equal_stock_ksampler(host, sampler, connect_empty):
                      latent=host.latent)
     patched = patch(our_passes.counting(host.model), empty=host.empty if connect_empty else None)
     ours = ksampler(patched, host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent)
-    assert_same_samples(ours, stock)
+    assert torch.equal(ours, stock)  # bit for bit, as the README promises
     assert_one_forward_per_evaluation(our_passes, stock_passes)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0, 1)}  # ∅ drops out: s⁻ = s⁺ − 1
 
@@ -199,6 +199,16 @@ def test_research_window_steps_5_to_15_of_30(host, neg_scale):
     observed = [conds for _, conds in passes.by_sigma()]
     assert observed == [expected_conds(5 <= step < 15, neg_scale == -1.0) for step in range(30)]
     assert [e.batch for e in passes.evaluations] == [len(c) for c in observed]
+
+
+def test_research_window_with_linear_ramp_as_in_the_readme(host):
+    passes = PassCounter()
+    ksampler(patch(passes.counting(host.model), -1.0, 0.1667, 0.5, ramp="linear", width=0.1, empty=host.empty),
+             host.positive, host.negative, 7.0, "euler", 30, latent=host.latent)
+    observed = [conds for _, conds in passes.by_sigma()]
+    ramping = {6, 7, 13, 14}  # w = 1/3, 2/3 fading in; 2/3, 1/3 fading out: ∅ no longer drops out
+    expected = [(0, 1, 2) if step in ramping else (0, 1) if 8 <= step <= 12 else (0, 2) for step in range(30)]
+    assert observed == expected
 
 
 @pytest.mark.parametrize("sampler", ["heun", "dpm_2", "dpmpp_2s_ancestral", "dpmpp_sde", "uni_pc"])
