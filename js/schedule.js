@@ -48,9 +48,17 @@ export class Window {
     const insideEnd = this.end >= 1.0 - EDGE_TOLERANCE || progress < this.end - EDGE_TOLERANCE;
     if (!(insideStart && insideEnd)) return 0.0;
     let weight = 1.0;
-    if (this.fadesIn) weight = Math.min(weight, rampShape(this.ramp, (progress - this.start) / this.rampWidth));
-    if (this.fadesOut) weight = Math.min(weight, rampShape(this.ramp, (this.end - progress) / this.rampWidth));
+    if (this.fadesIn) weight = Math.min(weight, this.fade(progress - this.start));
+    if (this.fadesOut) weight = Math.min(weight, this.fade(this.end - progress));
     return weight;
+  }
+
+  /** The ramp at a distance inside the window's edge, snapped to exactly 0 or 1 within EDGE_TOLERANCE of its ends
+   *  (as Python's Window._fade), so a rounded neg_start leaves whole steps fully on or off. */
+  fade(distanceInside) {
+    if (distanceInside <= EDGE_TOLERANCE) return 0.0;
+    if (distanceInside >= this.rampWidth - EDGE_TOLERANCE) return 1.0;
+    return rampShape(this.ramp, distanceInside / this.rampWidth);
   }
 }
 
@@ -68,8 +76,8 @@ export function samplePoints(window, columns) {
   const points = new Set();
   for (let i = 0; i <= columns; i++) points.add(i / columns);
   const edges = [window.start - EDGE_TOLERANCE, window.end - EDGE_TOLERANCE];
-  if (window.fadesIn) edges.push(window.start + window.rampWidth);
-  if (window.fadesOut) edges.push(window.end - window.rampWidth);
+  if (window.fadesIn) edges.push(window.start + EDGE_TOLERANCE, window.start + window.rampWidth - EDGE_TOLERANCE);
+  if (window.fadesOut) edges.push(window.end - window.rampWidth + EDGE_TOLERANCE, window.end - EDGE_TOLERANCE);
   for (const edge of edges) {
     for (const p of [edge - 1e-9, edge]) if (p >= 0 && p <= 1) points.add(p);
   }
