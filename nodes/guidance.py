@@ -55,7 +55,7 @@ def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.T
 
 
 def resolve_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor, sequential=False,
-              observer=None) -> RunSchedule:
+                observer=None) -> RunSchedule:
     maps = tuple(progress_map_for(term, model_patcher, sigmas) for term in settings.terms)
     return RunSchedule(settings, maps, sequential, observer)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 WINDOW_UNITS = ("steps", "timestep_percent", "sigma")
@@ -129,7 +130,7 @@ class GuidanceSettings:
             return self.cfg - 1.0
         return self.neg_scale
 
-    @property
+    @cached_property  # read at every model evaluation
     def terms(self) -> tuple:
         """Every negative as a NegativeTerm, the main one first."""
         return (NegativeTerm(self.negative_scale, self.window, self.window_unit), *self.extra_negatives)
