@@ -1,0 +1,87 @@
+"""Helpers for the compatibility matrix (tests/test_compatibility.py): a tiny ControlNet and a tiny Flux-style DiT
+built from ComfyUI's own classes with random weights, and an independent reference for three-way guidance.
+
+The reference is ComfyUI's stock KSampler with a `sampler_calc_cond_batch_function` that evaluates y, ỹ and ∅
+itself and returns [eps(y), u*] with u* = e + α(n − e), α = s⁻·w / (s⁺ − 1) (DESIGN-NOTES, equation 8 as CFG):
+stock `cfg_function` then does the combination, so RescaleCFG, CFGZeroStar, PAG and any other CFG patch receive
+exactly what the pack promises them (cond = y's prediction, uncond = u*, cond_scale = s⁺), with none of the pack's
+code in the loop.
+"""
+
+from __future__ import annotations
+
+import support
+
+
+def step_of(sigma: float, run_sigmas: list) -> int:
+    """The step whose interval (σ_{i+1}, σ_i] holds sigma."""
+    return max(i for i, s in enumerate(run_sigmas[:-1]) if s >= sigma - 1e-6)
+
+
+def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step, total: 1.0):
+    """Stock KSampler(positive, negative, cfg) on the returned model gives eq. 8 for s⁺ = cfg ≠ 1."""
+    import comfy.sampler_helpers
+    import comfy.samplers
+
+    assert cfg != 1.0
+    empty_conds = comfy.sampler_helpers.convert_cond(empty)
+    reference = model.clone()
+
+    def calc_cond_batch(args):
+        x, sigma, inner_model, options = args["input"], args["sigma"], args["model"], args["model_options"]
+        cond, negative = args["conds"]
+        encoded = comfy.samplers.encode_model_conds(inner_model.extra_conds, empty_conds, x, x.device, "negative")
+        cond_pred, negative_pred, empty_pred = comfy.samplers.calc_cond_batch(inner_model, [cond, negative, encoded],
+                                                                              x, sigma, options)
+        run_sigmas = options["transformer_options"]["sample_sigmas"].tolist()
+        weight = weight_of_step(step_of(float(sigma.reshape(-1)[0]), run_sigmas), len(run_sigmas) - 1)
+        alpha = neg_scale * weight / (cfg - 1.0)
+        return [cond_pred, empty_pred + alpha * (negative_pred - empty_pred)]
+
+    reference.model_options["sampler_calc_cond_batch_function"] = calc_cond_batch
+    return reference
+
+
+def window_of_steps(first: int, last: int):
+    """w = 1 on steps first..last-1 of the run, else 0."""
+    return lambda step, total: 1.0 if first <= step < last else 0.0
+
+
+def build_tiny_controlnet():
+    """A ControlNet (comfy.cldm) matching support.build_tiny_sd15, random weights (its zero-convs too, so it acts)."""
+    import torch
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    control_model = comfy.cldm.cldm.ControlNet(
+        image_size=32, in_channels=4, model_channels=32, hint_channels=3, num_res_blocks=[1, 1],
+        channel_mult=[1, 2], transformer_depth=[1, 1], transformer_depth_middle=1, context_dim=64,
+        use_linear_in_transformer=False, adm_in_channels=None, num_head_channels=16, use_spatial_transformer=True,
+        legacy=False, dtype=torch.float32, device=torch.device("cpu"), operations=comfy.ops.disable_weight_init)
+    support.reset_weights(control_model)
+    control_model.eval()
+    return comfy.controlnet.ControlNet(control_model, load_device=torch.device("cpu"))
+
+
+def build_tiny_flux():
+    """A Flux-style DiT (double + single stream blocks, RoPE, patch 2, 16 latent channels) with random weights,
+    from comfy.supported_models.FluxSchnell (no guidance embedding), 64 wide; conditioning from the tiny CLIP
+    (context 64, pooled 64)."""
+    import torch
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    dit_config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 64,
+                  "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+                  "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2,
+                  "qkv_bias": True, "guidance_embed": False}
+    config = comfy.supported_models.FluxSchnell(dit_config)
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({}, "", device=torch.device("cpu"))
+    with torch.no_grad():
+        for parameter in model.diffusion_model.parameters():
+            parameter.fill_(1.0)  # RMSNorm scales (not a torch layer); every torch layer is re-initialised below
+    support.reset_weights(model.diffusion_model)
+    model.diffusion_model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
