@@ -112,6 +112,18 @@ function formatNumber(value) {
   return Number.isInteger(value) ? String(value) : value.toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
 }
 
+/** The x axis's unit; with a known step count, which steps the negative acts on, counted as the tooltips do
+ * ("steps 5-15 of 30": from step 5 up to, not including, step 15, steps numbered from 0). */
+function axisLabel(settings) {
+  const { unit, steps, window: win } = settings;
+  if (unit !== "steps" || !(steps > 0)) return UNIT_LABELS[unit] ?? String(unit);
+  const active = [];
+  for (let i = 0; i < steps; i++) if (win.weight(i / steps) > 0) active.push(i);
+  if (!active.length) return `negative on none of ${steps} steps`;
+  if (active.length === steps) return `negative on all ${steps} steps`;
+  return `negative on steps ${active[0]}–${active[active.length - 1] + 1} of ${steps}`;
+}
+
 function draw(canvas, settings) {
   const cssWidth = canvas.clientWidth;
   const cssHeight = canvas.clientHeight;
@@ -224,13 +236,7 @@ function draw(canvas, settings) {
   ctx.textAlign = "right";
   ctx.fillText("1", x(1), axisY);
   ctx.textAlign = "center";
-  let axisLabel = UNIT_LABELS[settings.unit] ?? String(settings.unit);
-  if (settings.unit === "steps" && settings.steps > 0) {
-    const first = Math.ceil(win.start * settings.steps - 1e-9);
-    axisLabel = `${settings.steps} steps`;
-    if (!win.isEmpty) axisLabel += `, negative from step ${first}`;
-  }
-  ctx.fillText(`progress (${axisLabel}) →`, x(0.5), axisY);
+  ctx.fillText(`progress (${axisLabel(settings)}) →`, x(0.5), axisY);
   return true;
 }
 
@@ -295,6 +301,9 @@ function addScheduleGraph(node) {
     return result;
   };
   new ResizeObserver(requestRedraw).observe(canvas);
+  // Grow the new node to hold the graph (a loaded workflow then applies its own saved size).
+  const needed = node.computeSize();
+  node.setSize([Math.max(node.size[0], needed[0]), Math.max(node.size[1], needed[1])]);
   requestRedraw();
   return widget;
 }

@@ -1,0 +1,309 @@
+// One browser scenario against a running ComfyUI, in headless Chromium through playwright-core.
+// Reads {scenario, cdp, server, ...} as JSON on stdin, attaches to the browser tests/e2e/browser.py started,
+// does the scenario in a fresh browser context and prints one line of JSON with what it found.
+// The assertions live in the Python tests; this file only acts and reports.
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+import { chromium } from "playwright-core";
+
+import { WORKFLOWS } from "./workflow_specs.mjs";
+
+const PACK = "comfyui-negative-guidance";
+const PACK_NODE_TYPES = ["NegativeGuidance", "NegativeGuidanceGuider"];
+const GRAPH_WIDGET = "schedule_graph";
+const VIEWPORT = { width: 1600, height: 1000 };
+
+async function readStdin() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+}
+
+async function openApp(context, server) {
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(String(error.stack || error.message)));
+  await page.goto(server, { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(
+    () => window.app?.graph && window.app?.canvas && window.LiteGraph?.registered_node_types?.NegativeGuidance,
+    null, { timeout: 120000 });
+  // Extensions register asynchronously after the node definitions arrive.
+  await page.waitForFunction(() => {
+    const node = window.LiteGraph.createNode("NegativeGuidance");
+    return node?.widgets?.some((widget) => widget.name === "schedule_graph");
+  }, null, { timeout: 60000 });
+  await closeBanners(page);
+  return { page, pageErrors };
+}
+
+async function closeBanners(page) {
+  // "Introducing Nodes 2.0" and similar toasts sit over the canvas in screenshots.
+  await page.evaluate(() => {
+    for (const button of document.querySelectorAll("button")) {
+      if (button.closest(".p-toast, [class*='banner'], [class*='announcement']") && /close|dismiss/i.test(
+        button.getAttribute("aria-label") || "")) button.click();
+    }
+  });
+}
+
+/** Loads a workflow as the templates dialog does; reports dialogs that opened (missing nodes and the like). */
+async function loadWorkflow(page, workflow, name) {
+  await page.evaluate(async ({ workflow, name }) => {
+    await window.app.loadGraphData(workflow, true, true, name);
+  }, { workflow, name });
+  await page.waitForTimeout(400);
+  return page.evaluate(() => [...document.querySelectorAll(".p-dialog")]
+    .filter((dialog) => dialog.offsetParent !== null)
+    .map((dialog) => dialog.innerText.slice(0, 500)));
+}
+
+/** Frames the given nodes (all when none given) in the viewport, at most at `maxScale`. */
+async function frameNodes(page, nodeIds = null, maxScale = 1.0) {
+  await page.evaluate(({ nodeIds, maxScale, viewport }) => {
+    const { app, LiteGraph } = window;
+    const nodes = app.graph.nodes.filter((node) => !nodeIds || nodeIds.includes(node.id));
+    const title = LiteGraph.NODE_TITLE_HEIGHT;
+    const left = Math.min(...nodes.map((n) => n.pos[0])) - 30;
+    const top = Math.min(...nodes.map((n) => n.pos[1] - title)) - 30;
+    const right = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + 30;
+    const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) + 30;
+    const canvasRect = app.canvas.canvas.getBoundingClientRect();
+    const scale = Math.min(maxScale, canvasRect.width / (right - left), (canvasRect.height - 80) / (bottom - top));
+    app.canvas.ds.scale = scale;
+    app.canvas.ds.offset = [-left + 60 / scale, -top + 80 / scale];
+    app.canvas.setDirty(true, true);
+  }, { nodeIds, maxScale, viewport: VIEWPORT });
+  await page.waitForTimeout(500);
+}
+
+/** Per pack node: its graph's draw count and what it drew, and whether its element is laid out. */
+function graphStates(page) {
+  return page.evaluate(({ types, widgetName }) => window.app.graph.nodes
+    .filter((node) => types.includes(node.type))
+    .map((node) => {
+      const element = node.widgets.find((widget) => widget.name === widgetName)?.element;
+      const canvas = element?.querySelector("canvas");
+      return {
+        id: node.id, type: node.type, drawCount: Number(element?.dataset.drawCount ?? -1),
+        drawn: element?.dataset.drawn ? JSON.parse(element.dataset.drawn) : null,
+        width: canvas?.clientWidth ?? 0, height: canvas?.clientHeight ?? 0,
+        pixels: canvas && canvas.width ? canvas.toDataURL() : null,
+        widgets: Object.fromEntries(node.widgets.filter((w) => w.name !== widgetName).map((w) => [w.name, w.value])),
+      };
+    }), { types: PACK_NODE_TYPES, widgetName: GRAPH_WIDGET });
+}
+
+async function waitForGraphs(page) {
+  await page.waitForFunction(({ types, widgetName }) => window.app.graph.nodes
+    .filter((node) => types.includes(node.type))
+    .every((node) => Number(node.widgets.find((w) => w.name === widgetName)?.element?.dataset.drawCount) > 0),
+  { types: PACK_NODE_TYPES, widgetName: GRAPH_WIDGET }, { timeout: 20000 });
+}
+
+async function templates(page, server) {
+  const listing = await (await page.request.get(`${server}/api/workflow_templates`)).json();
+  const names = (listing[PACK] ?? []).sort();
+  const found = {};
+  for (const name of names) {
+    const response = await page.request.get(`${server}/api/workflow_templates/${PACK}/${name}.json`);
+    found[name] = await response.json();
+  }
+  return found;
+}
+
+// ---- scenarios ----
+
+/** Every template of the pack: loads, dialogs, graphs drawn, graphToPrompt and serialize() as the app does. */
+async function loadTemplates({ page, pageErrors }, request) {
+  const results = {};
+  const listed = await templates(page, request.server);
+  for (const [name, workflow] of Object.entries(listed)) {
+    const dialogs = await loadWorkflow(page, workflow, name);
+    await frameNodes(page);
+    let drawnInTime = true;
+    try {
+      await waitForGraphs(page);
+    } catch {
+      drawnInTime = false;
+    }
+    const graphs = (await graphStates(page)).map(({ pixels, ...rest }) => ({ ...rest, hasPixels: !!pixels }));
+    const exported = await page.evaluate(async () => {
+      const { output, workflow } = await window.app.graphToPrompt();
+      return { prompt: output, workflow, serialized: window.app.graph.serialize() };
+    });
+    const unknownTypes = await page.evaluate(() => window.app.graph.nodes
+      .filter((node) => !window.LiteGraph.registered_node_types[node.type]).map((node) => node.type));
+    results[name] = { dialogs, drawnInTime, graphs, unknownTypes, ...exported };
+  }
+  return { templates: Object.keys(listed), results, pageErrors };
+}
+
+/** The negative control for the dialog check: a workflow naming a node type nobody has. */
+async function missingNodeControl({ page, pageErrors }, request) {
+  const workflow = structuredClone(Object.values(await templates(page, request.server))[0]);
+  workflow.nodes[0].type = "NoSuchNodeNegGuideControl";
+  const dialogs = await loadWorkflow(page, workflow, "control");
+  return { dialogs, pageErrors };
+}
+
+async function editWidget(page, nodeId, widgetName, value, vueNodes) {
+  if (vueNodes) {
+    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
+      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const input = row.locator("input").first();
+    await input.click();
+    await input.fill(String(value));
+    await input.press("Enter");
+    await input.blur();
+  } else {
+    // Classic canvas: a click on the middle of a number widget opens the canvas's value prompt.
+    const point = await page.evaluate(({ nodeId, widgetName }) => {
+      const { app, LiteGraph } = window;
+      const node = app.graph.getNodeById(nodeId);
+      const widget = node.widgets.find((w) => w.name === widgetName);
+      const [x, y] = app.canvas.ds.convertOffsetToCanvas(
+        [node.pos[0] + node.size[0] / 2, node.pos[1] + widget.y + LiteGraph.NODE_WIDGET_HEIGHT / 2]);
+      const rect = app.canvas.canvas.getBoundingClientRect();
+      return { x: rect.left + x, y: rect.top + y };
+    }, { nodeId, widgetName });
+    await page.mouse.click(point.x, point.y);
+    const input = page.locator(".graphdialog input").first();
+    await input.waitFor({ timeout: 5000 });
+    await input.fill(String(value));
+    await input.press("Enter");
+  }
+  await page.waitForTimeout(400);
+}
+
+/** Edits neg_start through the UI on the first pack node of a template and reports the graph before/after. */
+async function editRedraw({ page, pageErrors }, request) {
+  const listed = await templates(page, request.server);
+  const workflow = listed[request.template];
+  await loadWorkflow(page, workflow, request.template);
+  const [target] = await graphStates(page);
+  await frameNodes(page, [target.id]);
+  await waitForGraphs(page);
+  await page.waitForTimeout(300);
+  const before = (await graphStates(page)).find((state) => state.id === target.id);
+  await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
+  const after = (await graphStates(page)).find((state) => state.id === target.id);
+  let sampler = null;
+  if (request.samplerCfg !== undefined) {
+    // The patch node draws with the cfg of the KSampler it feeds: edit that too.
+    const samplerId = await page.evaluate(() => window.app.graph.nodes.find((n) => n.type === "KSampler").id);
+    await frameNodes(page, [target.id, samplerId]);
+    await editWidget(page, samplerId, "cfg", request.samplerCfg, request.vueNodes);
+    sampler = (await graphStates(page)).find((state) => state.id === target.id);
+  }
+  const strip = ({ pixels, ...rest }) => ({ ...rest });
+  return {
+    before: strip(before), after: strip(after), sampler: sampler && strip(sampler),
+    pixelsChanged: before.pixels !== after.pixels, pageErrors,
+  };
+}
+
+/** Screenshots of each pack node with its graph, for the README. */
+async function screenshots({ page, pageErrors }, request) {
+  mkdirSync(request.outDir, { recursive: true });
+  const listed = await templates(page, request.server);
+  const files = [];
+  for (const { template, nodeType, file, withNeighbours } of request.shots) {
+    await loadWorkflow(page, listed[template], template);
+    const ids = await page.evaluate(({ nodeType, withNeighbours }) => {
+      const node = window.app.graph.nodes.find((n) => n.type === nodeType);
+      const ids = [node.id];
+      if (withNeighbours) {
+        for (const output of node.outputs) for (const linkId of output.links ?? []) {
+          ids.push(window.app.graph.getLink(linkId).target_id);
+        }
+      }
+      return ids;
+    }, { nodeType, withNeighbours });
+    await frameNodes(page, ids, 1.25);
+    await waitForGraphs(page);
+    await page.waitForTimeout(600);
+    const clip = await page.evaluate((ids) => {
+      const { app, LiteGraph } = window;
+      const rect = app.canvas.canvas.getBoundingClientRect();
+      const boxes = ids.map((id) => {
+        const node = app.graph.getNodeById(id);
+        const element = document.querySelector(`[data-node-id="${id}"]`);
+        if (element) return element.getBoundingClientRect();
+        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT]);
+        const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0], node.pos[1] + node.size[1]]);
+        return { left: rect.left + x0, top: rect.top + y0, right: rect.left + x1, bottom: rect.top + y1 };
+      });
+      const left = Math.min(...boxes.map((b) => b.left)) - 12;
+      const top = Math.min(...boxes.map((b) => b.top)) - 12;
+      return { x: Math.max(0, left), y: Math.max(0, top),
+        width: Math.max(...boxes.map((b) => b.right)) + 12 - Math.max(0, left),
+        height: Math.max(...boxes.map((b) => b.bottom)) + 12 - Math.max(0, top) };
+    }, ids);
+    const path = join(request.outDir, file);
+    await page.screenshot({ path, clip });
+    files.push({ file: path, graphs: (await graphStates(page)).map(({ pixels, widgets, ...rest }) => rest) });
+  }
+  return { files, pageErrors };
+}
+
+/** Builds the example workflows from workflow_specs.mjs with the real frontend; returns what it serializes. */
+async function build({ page, pageErrors }) {
+  const built = {};
+  for (const spec of WORKFLOWS) {
+    built[spec.file] = await page.evaluate((spec) => {
+      const { app, LiteGraph } = window;
+      app.graph.clear();
+      const nodes = {};
+      for (const { key, type, title, pos, size, widgets } of spec.nodes) {
+        const node = LiteGraph.createNode(type);
+        if (!node) throw new Error(`unknown node type ${type}`);
+        if (title) node.title = title;
+        node.pos = pos;
+        for (const [name, value] of Object.entries(widgets ?? {})) {
+          const widget = node.widgets.find((w) => w.name === name);
+          if (!widget) throw new Error(`${type} has no widget ${name}`);
+          widget.value = value;
+        }
+        app.graph.add(node);
+        if (size) node.setSize([size[0], Math.max(size[1], node.computeSize()[1])]);
+        nodes[key] = node;
+      }
+      for (const [from, output, to, input] of spec.links) {
+        const source = nodes[from];
+        const slot = typeof output === "number" ? output : source.outputs.findIndex((o) => o.name === output);
+        const targetSlot = nodes[to].inputs.findIndex((i) => i.name === input);
+        if (slot < 0 || targetSlot < 0) throw new Error(`bad link ${from}.${output} -> ${to}.${input}`);
+        source.connect(slot, nodes[to], targetSlot);
+      }
+      const note = LiteGraph.createNode("Note");
+      note.pos = spec.note.pos;
+      note.widgets[0].value = spec.note.text;
+      app.graph.add(note);
+      note.setSize(spec.note.size);
+      app.canvas.ds.scale = 0.75;
+      app.canvas.ds.offset = [20, 60];
+      const workflow = app.graph.serialize();
+      workflow.extra = { ...(workflow.extra ?? {}), ds: { scale: 0.75, offset: [20, 60] } };
+      return workflow;
+    }, spec);
+  }
+  return { built, pageErrors };
+}
+
+const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
+  "edit-redraw": editRedraw, screenshots, build };
+
+const request = await readStdin();
+const browser = await chromium.connectOverCDP(request.cdp);
+const context = await browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: request.deviceScaleFactor ?? 1 });
+try {
+  const app = await openApp(context, request.server);
+  const result = await SCENARIOS[request.scenario](app, request);
+  process.stdout.write(JSON.stringify(result) + "\n");
+} finally {
+  await context.close();
+  await browser.close();
+}
+process.exit(0);

@@ -1,0 +1,180 @@
+// How the example workflows in workflows/ were first laid out. `node tests/e2e/browser.mjs` (scenario "build",
+// run by tests/e2e/make_workflows.py --ui) builds each with the real frontend and saves what it serializes.
+// The committed UI files are the source of truth afterwards: edit them in ComfyUI and save, or edit here and
+// rebuild. Checkpoint names are the usual public file names.
+
+const SD15 = "v1-5-pruned-emaonly.safetensors";
+const SDXL = "sd_xl_base_1.0.safetensors";
+
+const POSITIVE = "photo of a man reading a newspaper at a cafe table by the window, morning light, detailed";
+const NEGATIVE = "glasses";
+
+/** Loader, three prompts (positive y, negative ỹ, empty ∅) and an empty latent: every example starts so. */
+function promptNodes(checkpoint, size, x = 40) {
+  return [
+    { key: "checkpoint", type: "CheckpointLoaderSimple", pos: [x, 140], widgets: { ckpt_name: checkpoint } },
+    { key: "positive", type: "CLIPTextEncode", title: "Positive prompt (y)", pos: [x + 380, 40], size: [400, 160],
+      widgets: { text: POSITIVE } },
+    { key: "negative", type: "CLIPTextEncode", title: "Negative prompt (ỹ)", pos: [x + 380, 240], size: [400, 120],
+      widgets: { text: NEGATIVE } },
+    { key: "empty", type: "CLIPTextEncode", title: "Empty prompt (∅)", pos: [x + 380, 400], size: [400, 110],
+      widgets: { text: "" } },
+    { key: "latent", type: "EmptyLatentImage", pos: [x + 380, 560], widgets: { width: size, height: size, batch_size: 1 } },
+  ];
+}
+
+const PROMPT_LINKS = [
+  ["checkpoint", "CLIP", "positive", "clip"],
+  ["checkpoint", "CLIP", "negative", "clip"],
+  ["checkpoint", "CLIP", "empty", "clip"],
+];
+
+function customSamplerNodes(guiderSettings, scheduler, steps, x) {
+  return [
+    { key: "guider", type: "NegativeGuidanceGuider", pos: [x, 40], size: [380, 0], widgets: guiderSettings },
+    { key: "noise", type: "RandomNoise", pos: [x + 420, 40], widgets: { noise_seed: 42, control_after_generate: "fixed" } },
+    { key: "sampler", type: "KSamplerSelect", pos: [x + 420, 180], widgets: { sampler_name: "euler" } },
+    { key: "sigmas", type: "BasicScheduler", pos: [x + 420, 290], widgets: { scheduler, steps, denoise: 1.0 } },
+    { key: "sample", type: "SamplerCustomAdvanced", pos: [x + 780, 40], size: [300, 330] },
+    { key: "decode", type: "VAEDecode", pos: [x + 1120, 40] },
+    { key: "save", type: "SaveImage", pos: [x + 1120, 150], size: [340, 380], widgets: {} },
+  ];
+}
+
+const CUSTOM_SAMPLER_LINKS = [
+  ["checkpoint", "MODEL", "guider", "model"],
+  ["positive", 0, "guider", "positive"],
+  ["negative", 0, "guider", "negative"],
+  ["empty", 0, "guider", "empty"],
+  ["checkpoint", "MODEL", "sigmas", "model"],
+  ["noise", 0, "sample", "noise"],
+  ["guider", 0, "sample", "guider"],
+  ["sampler", 0, "sample", "sampler"],
+  ["sigmas", 0, "sample", "sigmas"],
+  ["latent", 0, "sample", "latent_image"],
+  ["sample", 0, "decode", "samples"],
+  ["checkpoint", "VAE", "decode", "vae"],
+  ["decode", 0, "save", "images"],
+];
+
+const KSAMPLER_SETTINGS = { seed: 42, control_after_generate: "fixed", steps: 30, cfg: 7.5, sampler_name: "euler",
+  scheduler: "normal", denoise: 1.0 };
+const DELAYED_WINDOW = { neg_scale: -1, neg_start: 0.1667, neg_end: 0.5, window_unit: "steps", ramp: "hard",
+  ramp_width: 0 };
+
+export const WORKFLOWS = [
+  {
+    file: "01_sd15_ksampler_delayed_negative.json",
+    nodes: [
+      ...promptNodes(SD15, 512),
+      { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0], widgets: DELAYED_WINDOW },
+      { key: "ksampler", type: "KSampler", pos: [1260, 40], widgets: KSAMPLER_SETTINGS },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40] },
+      { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
+        widgets: { filename_prefix: "negguide/sd15_delayed_negative" } },
+    ],
+    links: [
+      ...PROMPT_LINKS,
+      ["checkpoint", "MODEL", "patch", "model"],
+      ["empty", 0, "patch", "empty"],
+      ["patch", 0, "ksampler", "model"],
+      ["positive", 0, "ksampler", "positive"],
+      ["negative", 0, "ksampler", "negative"],
+      ["latent", 0, "ksampler", "latent_image"],
+      ["ksampler", 0, "decode", "samples"],
+      ["checkpoint", "VAE", "decode", "vae"],
+      ["decode", 0, "save", "images"],
+    ],
+    note: {
+      pos: [40, 400], size: [340, 330],
+      text: "Delayed negative prompt (SD1.5, plain KSampler)\n\n" +
+        "The negative prompt acts only on steps 5-15 of 30 (neg_start 0.1667, neg_end 0.5): early steps lay out " +
+        "the picture undisturbed, the negative then removes the one object it names, and the late steps finish " +
+        "the details without it. neg_scale -1 means s⁻ = cfg - 1, the strength of ComfyUI's ordinary negative.\n\n" +
+        "Try: move neg_start to 0 (the stock negative prompt from the first step) and compare how much of the " +
+        "rest of the picture changes; or raise neg_scale above cfg - 1 for a stronger removal. The curve on the " +
+        "node shows s⁻·w(t) and the KSampler's steps.\n\nModel: v1-5-pruned-emaonly.safetensors",
+    },
+  },
+  {
+    file: "02_custom_sampler_guider_fade_in.json",
+    nodes: [
+      ...promptNodes(SD15, 512),
+      ...customSamplerNodes({ cfg: 6.0, neg_scale: 4.0, neg_start: 0.2, neg_end: 1.0, window_unit: "steps",
+        ramp: "smoothstep", ramp_width: 0.2 }, "normal", 25, 840),
+    ],
+    links: [...PROMPT_LINKS, ...CUSTOM_SAMPLER_LINKS],
+    note: {
+      pos: [40, 400], size: [340, 300],
+      text: "Independent scales and a fade-in (SamplerCustomAdvanced)\n\n" +
+        "The guider takes s⁺ (cfg = 6) and s⁻ (neg_scale = 4) separately: the positive keeps its usual strength " +
+        "while the negative pushes with its own. The negative fades in with a smoothstep ramp from 20% to 40% " +
+        "of the steps and then stays on to the end.\n\n" +
+        "Try: ramp hard vs. smoothstep, a wider ramp_width, or window_unit timestep_percent / sigma.\n\n" +
+        "Model: v1-5-pruned-emaonly.safetensors",
+    },
+  },
+  {
+    file: "03_sdxl_guider.json",
+    nodes: [
+      ...promptNodes(SDXL, 1024),
+      ...customSamplerNodes({ cfg: 7.0, neg_scale: 5.0, neg_start: 0.15, neg_end: 0.6, window_unit: "steps",
+        ramp: "linear", ramp_width: 0.05 }, "karras", 30, 840),
+    ],
+    links: [...PROMPT_LINKS, ...CUSTOM_SAMPLER_LINKS],
+    note: {
+      pos: [40, 400], size: [340, 300],
+      text: "SDXL with the guider\n\n" +
+        "SDXL's CLIPTextEncode gives pooled outputs along with the token embeddings; the empty prompt ∅ is " +
+        "encoded with the same SDXL text encoders, so all three predictions get matching size and pooled " +
+        "conditioning. Negative on 15%-60% of the 30 steps with short linear fades.\n\n" +
+        "Try: neg_end 1.0 (negative to the end) and compare textures.\n\n" +
+        "Model: sd_xl_base_1.0.safetensors",
+    },
+  },
+  {
+    file: "04_compare_stock_vs_delayed.json",
+    nodes: [
+      ...promptNodes(SD15, 512),
+      { key: "stock", type: "KSampler", title: "KSampler: stock negative prompt (all steps)", pos: [840, 40],
+        widgets: KSAMPLER_SETTINGS },
+      { key: "stockDecode", type: "VAEDecode", pos: [1180, 40] },
+      { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1400, 40], size: [340, 380],
+        widgets: { filename_prefix: "negguide/compare_stock" } },
+      { key: "patch", type: "NegativeGuidance", pos: [840, 460], size: [380, 0], widgets: DELAYED_WINDOW },
+      { key: "delayed", type: "KSampler", title: "KSampler: delayed negative (steps 5-15)", pos: [1260, 460],
+        widgets: KSAMPLER_SETTINGS },
+      { key: "delayedDecode", type: "VAEDecode", pos: [1600, 460] },
+      { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1820, 460], size: [340, 380],
+        widgets: { filename_prefix: "negguide/compare_delayed" } },
+    ],
+    links: [
+      ...PROMPT_LINKS,
+      ["checkpoint", "MODEL", "stock", "model"],
+      ["positive", 0, "stock", "positive"],
+      ["negative", 0, "stock", "negative"],
+      ["latent", 0, "stock", "latent_image"],
+      ["stock", 0, "stockDecode", "samples"],
+      ["checkpoint", "VAE", "stockDecode", "vae"],
+      ["stockDecode", 0, "stockSave", "images"],
+      ["checkpoint", "MODEL", "patch", "model"],
+      ["empty", 0, "patch", "empty"],
+      ["patch", 0, "delayed", "model"],
+      ["positive", 0, "delayed", "positive"],
+      ["negative", 0, "delayed", "negative"],
+      ["latent", 0, "delayed", "latent_image"],
+      ["delayed", 0, "delayedDecode", "samples"],
+      ["checkpoint", "VAE", "delayedDecode", "vae"],
+      ["delayedDecode", 0, "delayedSave", "images"],
+    ],
+    note: {
+      pos: [40, 400], size: [340, 300],
+      text: "Side by side: stock negative prompt vs. delayed window\n\n" +
+        "Both KSamplers use the same seed, steps, cfg and prompts. The top one is ComfyUI's ordinary negative " +
+        "prompt on every step; the bottom one applies the same negative (neg_scale -1 = cfg - 1) only on " +
+        "steps 5-15 of 30. Compare the two saved images: the delayed one should lose the named object while " +
+        "keeping more of the composition of a run without a negative.\n\n" +
+        "Model: v1-5-pruned-emaonly.safetensors",
+    },
+  },
+];
