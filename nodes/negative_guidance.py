@@ -54,6 +54,10 @@ def options_inputs() -> list:
         io.Combo.Input("evaluation", options=list(EVALUATIONS), default="batched", optional=True,
                        tooltip="batched: every prompt of a step in one model call (fastest). sequential: one call "
                                "per prompt, for low VRAM; same result."),
+        io.Custom("NEGATIVE_GUIDANCE_TRACE").Input(
+            "trace", optional=True,
+            tooltip="Optional: a NegativeGuidanceTrace handle. The sampler fills it with per-step numbers (scales, "
+                    "norms, ratio); plot it with NegativeGuidanceTracePlot after the sampler. Changes no pixel."),
     ]
 
 
@@ -62,12 +66,12 @@ def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
 
 
 def plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-              evaluation) -> GuidancePlan:
+              evaluation, trace=None) -> GuidancePlan:
     extras = tuple(extra_negatives or ())
     settings = schedule.GuidanceSettings(cfg, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
                                          window_unit, tuple(term for _, term in extras))
     return GuidancePlan(settings, empty, tuple(conditioning for conditioning, _ in extras),
-                        sequential=evaluation == "sequential")
+                        sequential=evaluation == "sequential", trace=trace)
 
 
 class NegativeGuidance(io.ComfyNode):
@@ -101,10 +105,10 @@ class NegativeGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None,
-                extra_negatives=None, evaluation="batched") -> io.NodeOutput:
+                extra_negatives=None, evaluation="batched", trace=None) -> io.NodeOutput:
         # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then.
         plan = plan_from(1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-                         evaluation)
+                         evaluation, trace)
         return io.NodeOutput(NegativeGuidancePatch(plan).apply_to(model))
 
 
@@ -141,9 +145,9 @@ class NegativeGuidanceGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-                empty=None, extra_negatives=None, evaluation="batched") -> io.NodeOutput:
+                empty=None, extra_negatives=None, evaluation="batched", trace=None) -> io.NodeOutput:
         plan = plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-                         evaluation)
+                         evaluation, trace)
         guider = NegativeGuider(model, plan)
         guider.set_conds(positive, negative)
         return io.NodeOutput(guider)

@@ -1,0 +1,355 @@
+"""The r_t attention probe (the seed's equation 10, as Ban et al. 2024 measure it) for UNet models.
+
+    r_t = Σ_k ‖F⁽ᵗ⁾_k,p₋(i)‖_F / Σ_k ‖F⁽ᵗ⁾_k,p₊(r(i))‖_F
+
+F_k,w is the cross-attention map of word w at cross-attention layer k: for every spatial position, the
+attention probability softmax(QKᵀ/√d) it gives to w's token(s), averaged over all heads, upsampled (bilinear)
+to map_size × map_size (64 in the authors' setup). The negative word's map comes from the forward pass
+conditioned on the negative prompt, the positive word's map from the pass conditioned on the positive prompt.
+A word of several tokens has the sum of its tokens' probabilities as its map (the attention mass on the word).
+
+Two variants are recorded:
+- plain: the probabilities as the model computes them, over all 77·k context positions (start/end/padding
+  tokens included; they take most of the mass in SD models);
+- word_restricted: renormalised over the prompt's own word tokens only (start, end and padding left out), so
+  the map is the share of the attention *among the prompt's words* that goes to the chosen word.
+
+Layer selection rule ("non_middle", the default): every cross-attention layer of the UNet's input and output
+blocks; the middle block is left out. On SD1.x/SD2.x at 512² this is exactly the authors' 15 layers (input
+1, 2, 4, 5, 7, 8 and output 3-11 at 64², 32², 16²), the skipped 8×8 level being the middle block's. On SDXL it
+is every transformer block of the input and output levels (the middle level is skipped as well). On the tests'
+tiny UNet (8×8 latent) it is 2 input + 4 output layers at 8² and 4². "all" adds the middle block.
+
+The probe reads the maps through ComfyUI's `attn2_patch` hook and returns the hook's inputs unchanged, so the
+sampled result is the same with or without it; it lives on the model clone the probe node returns and nowhere
+else. Which batch chunk is which prompt comes from ComfyUI's `cond_or_uncond`: 0 = positive, 1 = negative, as
+the stock KSampler and this pack's nodes (batched evaluation) hand them over.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("comfyui-negative-guidance")
+
+LAYER_RULES = ("non_middle", "all")
+POSITIVE_CHUNK, NEGATIVE_CHUNK = 0, 1
+MAX_RUNS = 16
+WRAPPER_KEY = "negative_guidance_probe"
+
+
+# ---- words → token positions, with the model's own tokenizer ----
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt's token ids in context order (all chunks of 77 concatenated) and which of them are its words."""
+
+    ids: tuple  # token id per context position (None for an embedding vector)
+    word_positions: tuple  # positions holding the prompt's own tokens (not start/end/padding)
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+def _flatten(tokenized: dict) -> list:
+    """(token, word_id) per context position from clip.tokenize(..., return_word_ids=True)."""
+    key = sorted(tokenized)[0]  # SDXL has "g" and "l" with the same positions; SD1 "l", SD2 "h"
+    out = []
+    for chunk in tokenized[key]:
+        for entry in chunk:
+            token, word_id = entry[0], entry[2] if len(entry) > 2 else 0
+            out.append((int(token) if isinstance(token, int) else None, word_id))
+    return out
+
+
+def prompt_tokens(clip, text: str) -> PromptTokens:
+    flat = _flatten(clip.tokenize(text, return_word_ids=True))
+    return PromptTokens(tuple(t for t, _ in flat), tuple(i for i, (_, w) in enumerate(flat) if w > 0))
+
+
+def word_token_ids(clip, word: str) -> tuple:
+    return tuple(t for t, w in _flatten(clip.tokenize(word, return_word_ids=True)) if w > 0 and t is not None)
+
+
+def find_word(clip, node: str, input_name: str, word: str, prompt_name: str, text: str) -> tuple:
+    """Context positions of `word` in `text`, or a ValueError that says what is wrong."""
+    word = word.strip()
+    if not word:
+        raise ValueError(f"{node}: {input_name} is empty; give a word of the {prompt_name} prompt.")
+    ids = word_token_ids(clip, word)
+    if not ids:
+        raise ValueError(f"{node}: {input_name} '{word}' gives no token with this model's tokenizer "
+                         "(only punctuation or spaces?); give a word of the " + prompt_name + " prompt.")
+    tokens = prompt_tokens(clip, text)
+    words = set(tokens.word_positions)
+    for start in range(tokens.length - len(ids) + 1):
+        span = range(start, start + len(ids))
+        if all(p in words for p in span) and tuple(tokens.ids[p] for p in span) == ids:
+            return tuple(span)
+    raise ValueError(f"{node}: {input_name} '{word}' is not in the {prompt_name} prompt "
+                     f"'{_shorten(text)}' (compared as tokens of this model's tokenizer: {list(ids)}). "
+                     "Type the word as it appears in the prompt.")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+# ---- the probe ----
+
+@dataclass
+class ProbeEvaluation:
+    index: int
+    step: int
+    sigma: float
+    layers: int = 0  # layers that contributed to the negative branch
+    positive: list = field(default_factory=list)  # Σ_k ‖F_k,pos‖_F per sample (plain)
+    negative: list = field(default_factory=list)
+    positive_restricted: list = field(default_factory=list)
+    negative_restricted: list = field(default_factory=list)
+    maps: list = field(default_factory=list)  # with keep_maps: one dict per layer and branch
+
+    def ratio(self, restricted: bool = False) -> float | None:
+        top = self.negative_restricted if restricted else self.negative
+        bottom = self.positive_restricted if restricted else self.positive
+        if not top or not bottom or len(top) != len(bottom) or any(b == 0 for b in bottom):
+            return None
+        return sum(t / b for t, b in zip(top, bottom)) / len(top)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "step": self.step, "sigma": self.sigma, "layers": self.layers,
+                "r_t": self.ratio(False), "r_t_word_restricted": self.ratio(True),
+                "positive_norm_sum": _mean(self.positive), "negative_norm_sum": _mean(self.negative),
+                "positive_norm_sum_word_restricted": _mean(self.positive_restricted),
+                "negative_norm_sum_word_restricted": _mean(self.negative_restricted)}
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+@dataclass
+class ProbeRun:
+    sigmas: list
+    evaluations: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"sigmas": self.sigmas, "evaluations": [e.to_dict() for e in self.evaluations]}
+
+
+def _step_of(sigmas: list, sigma: float) -> int:
+    i = bisect.bisect_right([-s for s in sigmas], -sigma) - 1
+    return min(max(i, 0), max(len(sigmas) - 2, 0))
+
+
+class AttentionProbe:
+    """Records Σ_k ‖F_k‖_F of a positive and a negative word per model evaluation, through an attn2_patch."""
+
+    def __init__(self, diffusion_model, positive: PromptTokens, positive_word: tuple, negative: PromptTokens,
+                 negative_word: tuple, map_size: int = 64, layers: str = "non_middle", keep_maps: bool = False,
+                 words=("", "")):
+        if layers not in LAYER_RULES:
+            raise ValueError(f"layers must be one of {LAYER_RULES}, got {layers}")
+        self.diffusion_model = diffusion_model
+        self.positive, self.negative = positive, negative
+        self.positive_word, self.negative_word = positive_word, negative_word
+        self.map_size, self.layers, self.keep_maps = int(map_size), layers, keep_maps
+        self.words = words
+        self.runs: deque = deque(maxlen=MAX_RUNS)
+        self._modules = {}
+        self._warned_sequential = False
+
+    # -- ComfyUI hooks --
+
+    def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        self.runs.append(ProbeRun([float(s) for s in sigmas.reshape(-1).tolist()]))
+        return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
+    def attn2_patch(self, n, context, value, extra_options):
+        """ComfyUI's attn2_patch signature; returns its inputs untouched."""
+        block = extra_options.get("block")
+        if block is None or (block[0] == "middle" and self.layers == "non_middle"):
+            return n, context, value
+        chunks = list(extra_options.get("cond_or_uncond", ()))
+        if NEGATIVE_CHUNK not in chunks and POSITIVE_CHUNK not in chunks:
+            return n, context, value
+        module = self.attn2_module(block, extra_options.get("block_index", 0))
+        if module is None:
+            return n, context, value
+        shape = extra_options.get("activations_shape")
+        sigma = float(extra_options["sigmas"].reshape(-1)[0])
+        with torch.no_grad():
+            self._record(module, n, context, chunks, shape, sigma, extra_options, block)
+        return n, context, value
+
+    # -- internals --
+
+    def attn2_module(self, block, block_index):
+        key = (block[0], block[1], block_index)
+        if key not in self._modules:
+            self._modules[key] = find_attn2(self.diffusion_model, block, block_index)
+        return self._modules[key]
+
+    def _evaluation(self, sigma: float, extra_options) -> ProbeEvaluation:
+        if not self.runs:  # sampled without OUTER_SAMPLE (should not happen with ComfyUI's samplers)
+            sample_sigmas = extra_options.get("sample_sigmas")
+            self.runs.append(ProbeRun([float(s) for s in sample_sigmas.reshape(-1).tolist()]
+                                      if sample_sigmas is not None else [sigma]))
+        run = self.runs[-1]
+        if not run.evaluations or run.evaluations[-1].sigma != sigma:
+            run.evaluations.append(ProbeEvaluation(len(run.evaluations), _step_of(run.sigmas, sigma), sigma))
+        return run.evaluations[-1]
+
+    def _record(self, module, n, context, chunks, shape, sigma, extra_options, block):
+        evaluation = self._evaluation(sigma, extra_options)
+        heads, dim_head = extra_options["n_heads"], extra_options["dim_head"]
+        rows = n.shape[0] // len(chunks)
+        height, width = (shape[2], shape[3]) if shape is not None else _square(n.shape[1])
+        for chunk_index, branch in enumerate(chunks):
+            if branch not in (POSITIVE_CHUNK, NEGATIVE_CHUNK):
+                continue
+            prompt = self.positive if branch == POSITIVE_CHUNK else self.negative
+            word = self.positive_word if branch == POSITIVE_CHUNK else self.negative_word
+            part = slice(chunk_index * rows, (chunk_index + 1) * rows)
+            probs = attention_probabilities(module, n[part], context[part], heads, dim_head)  # (b, HW, T)
+            positions, word_positions = context_positions(prompt, word, probs.shape[-1])
+            plain = probs[..., positions].sum(-1)
+            restricted_mass = probs[..., word_positions].sum(-1).clamp_min(1e-30)
+            restricted = plain / restricted_mass
+            plain_norm = frobenius_upsampled(plain, height, width, self.map_size)
+            restricted_norm = frobenius_upsampled(restricted, height, width, self.map_size)
+            plain_sum = evaluation.positive if branch == POSITIVE_CHUNK else evaluation.negative
+            restricted_sum = (evaluation.positive_restricted if branch == POSITIVE_CHUNK
+                              else evaluation.negative_restricted)
+            _accumulate(plain_sum, plain_norm)
+            _accumulate(restricted_sum, restricted_norm)
+            if branch == NEGATIVE_CHUNK:
+                evaluation.layers += 1
+            if self.keep_maps:
+                evaluation.maps.append({"block": tuple(block), "block_index": extra_options.get("block_index", 0),
+                                        "branch": "positive" if branch == POSITIVE_CHUNK else "negative",
+                                        "map": plain.reshape(-1, height, width).cpu(), "n": n[part].cpu(),
+                                        "context": context[part].cpu()})
+        if chunks.count(POSITIVE_CHUNK) > 1 and not self._warned_sequential:
+            log.warning("NegativeGuidanceProbe: the model is evaluated one prompt at a time (evaluation = "
+                        "sequential); the probe cannot tell the prompts apart then. Use evaluation = batched.")
+            self._warned_sequential = True
+
+    @property
+    def last_run(self) -> ProbeRun | None:
+        return self.runs[-1] if self.runs else None
+
+    def to_json(self) -> str:
+        run = self.last_run
+        payload = {"positive_word": self.words[0], "negative_word": self.words[1], "map_size": self.map_size,
+                   "layers": self.layers, "run": run.to_dict() if run is not None else None}
+        return json.dumps(payload, indent=1, default=lambda value: None)
+
+
+def _accumulate(target: list, values: torch.Tensor):
+    values = [float(v) for v in values]
+    if not target:
+        target.extend(values)
+    elif len(target) == len(values):
+        for i, v in enumerate(values):
+            target[i] += v
+
+
+def _square(tokens: int):
+    side = int(round(math.sqrt(tokens)))
+    return side, tokens // side
+
+
+def attention_probabilities(module, n, context, heads, dim_head) -> torch.Tensor:
+    """softmax(QKᵀ/√d) of a CrossAttention module, averaged over heads: (batch, queries, keys), float32."""
+    q = module.to_q(n).float()
+    k = module.to_k(context).float()
+    b, queries, _ = q.shape
+    q = q.reshape(b, queries, heads, dim_head).transpose(1, 2)
+    k = k.reshape(b, k.shape[1], heads, dim_head).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * dim_head ** -0.5
+    return scores.softmax(dim=-1).mean(dim=1)
+
+
+def context_positions(prompt: PromptTokens, word: tuple, keys: int):
+    """The word's and the prompt's word positions in a context of `keys` positions. ComfyUI repeats a shorter
+    conditioning to a common length when prompts of different lengths share a batch: every copy counts."""
+    copies = max(keys // prompt.length, 1) if keys % prompt.length == 0 else 1
+    positions = [p + c * prompt.length for c in range(copies) for p in word if p + c * prompt.length < keys]
+    words = [p + c * prompt.length for c in range(copies) for p in prompt.word_positions if p + c * prompt.length < keys]
+    return positions, words
+
+
+def frobenius_upsampled(maps: torch.Tensor, height: int, width: int, size: int) -> torch.Tensor:
+    """‖F‖_F per sample of (b, HW) maps reshaped to (b, h, w) and upsampled bilinearly to size × size."""
+    grid = maps.reshape(-1, 1, height, width).float()
+    if (height, width) != (size, size):
+        grid = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+    return grid.flatten(1).norm(dim=1)
+
+
+def find_attn2(diffusion_model, block, block_index):
+    """The CrossAttention module ComfyUI's transformer_options["block"], ["block_index"] point at in a UNet."""
+    kind, number = block[0], block[1]
+    if kind == "input":
+        container = diffusion_model.input_blocks[number]
+    elif kind == "output":
+        container = diffusion_model.output_blocks[number]
+    elif kind == "middle":
+        container = diffusion_model.middle_block
+    else:
+        return None
+    for module in container.modules():
+        transformer_blocks = getattr(module, "transformer_blocks", None)
+        if transformer_blocks is not None and block_index < len(transformer_blocks):
+            return transformer_blocks[block_index].attn2
+    return None
+
+
+def is_unet(diffusion_model) -> bool:
+    return all(hasattr(diffusion_model, name) for name in ("input_blocks", "middle_block", "output_blocks"))
+
+
+def render_probe(probe: AttentionProbe, width: int = 900, height: int = 480):
+    """r_t per step (plain and word-restricted) as an IMAGE tensor (1, H, W, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .trace import figure_to_image
+
+    run = probe.last_run
+    evaluations = run.evaluations if run is not None else []
+    xs = [e.step + _fraction(run.sigmas, e) for e in evaluations]
+    dpi = 100
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 1)
+    for restricted, label, colour in ((False, "r_t (plain)", "tab:red"),
+                                      (True, "r_t (word-restricted)", "tab:purple")):
+        ys = [e.ratio(restricted) for e in evaluations]
+        axes.plot(xs, [y if y is not None else float("nan") for y in ys], marker=".", label=label, color=colour)
+    axes.set_xlabel("step")
+    axes.set_ylabel("r_t = Σ‖F(negative word)‖ / Σ‖F(positive word)‖")
+    axes.set_title(f"Attention probe: '{probe.words[1]}' (negative) vs '{probe.words[0]}' (positive), "
+                   f"{probe.layers} layers, maps at {probe.map_size}²")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure_to_image(canvas)
+
+
+def _fraction(sigmas, evaluation) -> float:
+    i = evaluation.step
+    if i + 1 >= len(sigmas) or sigmas[i] == sigmas[i + 1]:
+        return 0.0
+    return (sigmas[i] - evaluation.sigma) / (sigmas[i] - sigmas[i + 1])

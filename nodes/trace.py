@@ -1,0 +1,275 @@
+"""The guidance trace: what the negative prompt did at every model evaluation of a sampling run.
+
+A `GuidanceTrace` is the handle a graph passes around (NegativeGuidanceTrace node → the `trace` input of
+NegativeGuidance / NegativeGuidanceGuider). When sampling starts, `GuidancePlan.begin_run` calls
+`trace.start_run(settings, sigmas)` and gets a `RunRecorder`, which `guidance.predict` calls once per model
+evaluation with the predictions it already computed. The recorder only reads those tensors (in float64 copies),
+so recording cannot change the sampled result; without a trace no recorder exists and nothing is computed.
+
+Units. ComfyUI hands guidance the model's *denoised* predictions D (x₀ space). The noise prediction any model
+implies is eps = (x − D)/σ, so a difference of two noise predictions is −ΔD/σ: the norms below are ‖ΔD‖/σ,
+i.e. in noise units, whatever the model's parameterisation (eps, v, flow). Cosines and ratios do not depend on
+the unit. Every metric is computed per sample of the batch and averaged over the batch (a batch of one: plain).
+
+What is recorded when a prediction was not evaluated (the pack skips a conditioning whose coefficient is zero):
+- ∅ not evaluated (the ordinary negative prompt, s⁻ = s⁺ − 1 over the run): eps(y) − eps(∅) and eps(ỹ) − eps(∅)
+  are unknown, so `positive_norm`, `negative_norm`, `cosine` and `ratio` are None; `cond_minus_negative_norm`
+  = ‖eps(y) − eps(ỹ)‖ (the direction equation 9 guides along) is recorded instead.
+- ỹ not evaluated (outside its window, or s⁻ = 0): the negative term is exactly zero, so `ratio` is 0.0, and
+  `negative_norm` and `cosine` are None.
+- y not evaluated (s⁺ = 0): `positive_norm`, `cosine` and `ratio` are None.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger("comfyui-negative-guidance")
+
+# Names of the entries of the batch `guidance.predict` hands to calc_cond_batch: [y, ỹ, ∅, ỹ₂, ỹ₃, ...].
+BATCH_NAMES = ("positive", "negative", "empty")
+
+# A trace keeps this many runs (the newest last): a graph re-queued many times keeps re-using the same handle.
+MAX_RUNS = 16
+
+
+def batch_names(count: int) -> tuple:
+    return tuple(BATCH_NAMES[i] if i < len(BATCH_NAMES) else f"extra_negative_{i - 2}" for i in range(count))
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One model evaluation (a second-order sampler makes two or more per step)."""
+
+    index: int  # evaluation number in the run, from 0
+    step: int  # the scheduled step it belongs to: σ_step ≥ sigma > σ_step+1
+    sigma: float
+    cond_scale: float  # s⁺
+    negative_scales: tuple  # sᵢ·wᵢ(t), main negative first
+    evaluated: tuple  # names of the conditionings evaluated ("positive", "negative", "empty", "extra_negative_1"...)
+    passes: int  # how many conditionings went through the model (len(evaluated))
+    positive_norm: float | None  # ‖eps(y) − eps(∅)‖
+    negative_norm: float | None  # ‖eps(ỹ) − eps(∅)‖, main negative
+    cosine: float | None  # cos(eps(y) − eps(∅), eps(ỹ) − eps(∅))
+    ratio: float | None  # ‖Σᵢ sᵢ(eps(ỹᵢ) − eps(∅))‖ / ‖s⁺(eps(y) − eps(∅))‖
+    cond_minus_negative_norm: float | None  # ‖eps(y) − eps(ỹ)‖
+
+    @property
+    def negative_scale(self) -> float:
+        return self.negative_scales[0]
+
+
+@dataclass
+class RunRecord:
+    """One sampling run: its settings, scheduled sigmas and the evaluations in order."""
+
+    cfg: float
+    neg_scale: float  # s⁻ itself ("follow cfg" resolved)
+    window: dict
+    window_unit: str
+    extra_negatives: int
+    sigmas: list
+    evaluations: list
+
+    def to_dict(self) -> dict:
+        return {"cfg": self.cfg, "neg_scale": self.neg_scale, "window": self.window, "window_unit": self.window_unit,
+                "extra_negatives": self.extra_negatives, "sigmas": self.sigmas,
+                "evaluations": [asdict(e) for e in self.evaluations]}
+
+
+def step_of(sigmas: list, sigma: float) -> int:
+    """The step whose interval (σ_{i+1}, σ_i] holds sigma (the last step for anything below)."""
+    negated = [-s for s in sigmas]
+    i = bisect.bisect_right(negated, -sigma) - 1
+    return min(max(i, 0), max(len(sigmas) - 2, 0))
+
+
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float64).reshape(t.shape[0], -1)
+
+
+def _mean_norm(v: torch.Tensor) -> float:
+    return float(v.norm(dim=1).mean())
+
+
+def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    if bool((na == 0).any()) or bool((nb == 0).any()):
+        return None
+    return float(((a * b).sum(dim=1) / (na * nb)).mean())
+
+
+def _mean_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float | None:
+    top, bottom = numerator.norm(dim=1), denominator.norm(dim=1)
+    if bool((bottom == 0).any()):
+        return None
+    return float((top / bottom).mean())
+
+
+def measure(index: int, step: int, sigma: float, coefficients, batch: list, cond_pred, negative_preds: list,
+            empty_pred) -> EvaluationRecord:
+    """The metrics of one evaluation from the predictions `guidance.predict` computed (never modified)."""
+    present = [conds is not None for conds in batch]
+    names = batch_names(len(batch))
+    evaluated = tuple(name for name, here in zip(names, present) if here)
+    has_positive, has_negative, has_empty = present[0], present[1], present[2]
+    extra_present = present[3:]
+    scale = 1.0 / sigma if sigma > 0 else 1.0  # D → eps units (eps = (x − D)/σ; the sign drops out of norms)
+
+    c = _per_sample(cond_pred) * scale if has_positive else None
+    negatives = [_per_sample(p) * scale if here else None
+                 for p, here in zip(negative_preds, (has_negative, *extra_present))]
+    e = _per_sample(empty_pred) * scale if has_empty else None
+    n = negatives[0]
+
+    positive_norm = negative_norm = cosine = ratio = cond_minus_negative = None
+    if c is not None and n is not None:
+        cond_minus_negative = _mean_norm(c - n)
+    if e is not None:
+        positive_delta = c - e if c is not None else None
+        negative_delta = n - e if n is not None else None
+        if positive_delta is not None:
+            positive_norm = _mean_norm(positive_delta)
+        if negative_delta is not None:
+            negative_norm = _mean_norm(negative_delta)
+        if positive_delta is not None and negative_delta is not None:
+            cosine = _mean_cosine(positive_delta, negative_delta)
+        if positive_delta is not None:
+            negative_term = torch.zeros_like(positive_delta)
+            for s, prediction in zip(coefficients.negatives, negatives):
+                if prediction is not None:
+                    negative_term = negative_term + s * (prediction - e)
+            ratio = _mean_ratio(negative_term, coefficients.cond_scale * positive_delta)
+    return EvaluationRecord(index=index, step=step, sigma=sigma, cond_scale=float(coefficients.cond_scale),
+                            negative_scales=tuple(float(s) for s in coefficients.negatives), evaluated=evaluated,
+                            passes=len(evaluated), positive_norm=positive_norm, negative_norm=negative_norm,
+                            cosine=cosine, ratio=ratio, cond_minus_negative_norm=cond_minus_negative)
+
+
+class RunRecorder:
+    """The observer of one run: `guidance.predict` calls it once per model evaluation."""
+
+    def __init__(self, record: RunRecord):
+        self.record = record
+
+    def __call__(self, timestep, coefficients, batch, cond_pred, negative_preds, empty_pred):
+        sigma = float(timestep.reshape(-1)[0])
+        evaluations = self.record.evaluations
+        evaluations.append(measure(len(evaluations), step_of(self.record.sigmas, sigma), sigma, coefficients, batch,
+                                   cond_pred, negative_preds, empty_pred))
+
+
+class GuidanceTrace:
+    """The handle a graph passes from NegativeGuidanceTrace to the guidance node and on to the plot node.
+
+    Keeps the newest MAX_RUNS runs; `last_run` is the one a plot shows.
+    """
+
+    def __init__(self, max_runs: int = MAX_RUNS):
+        self.runs: deque = deque(maxlen=max_runs)
+
+    def start_run(self, settings, sigmas) -> RunRecorder:
+        window = settings.window
+        record = RunRecord(cfg=float(settings.cfg), neg_scale=float(settings.negative_scale),
+                           window={"start": window.start, "end": window.end, "ramp": window.ramp,
+                                   "ramp_width": window.ramp_width},
+                           window_unit=settings.window_unit, extra_negatives=len(settings.extra_negatives),
+                           sigmas=[float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()], evaluations=[])
+        self.runs.append(record)
+        log.debug("guidance trace: run %d started, %d sigmas", len(self.runs), len(record.sigmas))
+        return RunRecorder(record)
+
+    @property
+    def last_run(self) -> RunRecord | None:
+        return self.runs[-1] if self.runs else None
+
+    def to_json(self, run: RunRecord | None = None) -> str:
+        run = run if run is not None else self.last_run
+        return json.dumps(run.to_dict() if run is not None else None, indent=1, allow_nan=False,
+                          default=lambda value: None)
+
+
+def _finite(values):
+    return [v if v is not None and math.isfinite(v) else float("nan") for v in values]
+
+
+def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: int = 720):
+    """The run as a three-panel figure (matplotlib, Agg canvas, no pyplot state): an IMAGE tensor (1, H, W, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    evaluations = run.evaluations
+    if x_axis == "sigma":
+        xs = [e.sigma for e in evaluations]
+        x_label = "sigma (noisy → clean)"
+    else:
+        # A second-order sampler's extra evaluations sit between their step and the next one.
+        xs = [_fractional_step(run.sigmas, e.sigma) for e in evaluations]
+        x_label = "step"
+    dpi = 100
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    canvas = FigureCanvasAgg(figure)
+    top, middle, bottom = figure.subplots(3, 1, sharex=True)
+
+    top.step(xs, [e.cond_scale for e in evaluations], where="post", label="s⁺ (cfg)", color="tab:blue")
+    top.step(xs, [e.negative_scale for e in evaluations], where="post", label="s⁻·w(t)", color="tab:red")
+    for i in range(1, max((len(e.negative_scales) for e in evaluations), default=1)):
+        top.step(xs, [e.negative_scales[i] if i < len(e.negative_scales) else 0.0 for e in evaluations],
+                 where="post", label=f"extra negative {i}", linestyle="--")
+    top.set_ylabel("scale")
+    top.set_title(f"Negative guidance trace: cfg {run.cfg:g}, neg_scale {run.neg_scale:g}, "
+                  f"window {run.window['start']:g}-{run.window['end']:g} ({run.window_unit})")
+    passes = top.twinx()
+    passes.plot(xs, [e.passes for e in evaluations], "k.", markersize=3, label="passes")
+    passes.set_ylabel("passes")
+    passes.set_ylim(0, 4.5)
+    lines, labels = top.get_legend_handles_labels()
+    more_lines, more_labels = passes.get_legend_handles_labels()
+    top.legend(lines + more_lines, labels + more_labels, loc="upper right", fontsize=8)
+
+    middle.plot(xs, _finite(e.positive_norm for e in evaluations), label="‖eps(y) − eps(∅)‖", color="tab:blue")
+    middle.plot(xs, _finite(e.negative_norm for e in evaluations), label="‖eps(ỹ) − eps(∅)‖", color="tab:red")
+    middle.plot(xs, _finite(e.cond_minus_negative_norm for e in evaluations), label="‖eps(y) − eps(ỹ)‖",
+                color="tab:gray", linestyle=":")
+    middle.set_ylabel("norm (noise units)")
+    middle.legend(loc="upper right", fontsize=8)
+
+    bottom.plot(xs, _finite(e.ratio for e in evaluations), label="negative term / positive term", color="tab:purple")
+    bottom.plot(xs, _finite(e.cosine for e in evaluations), label="cosine", color="tab:green")
+    bottom.axhline(0.0, color="black", linewidth=0.5)
+    bottom.set_ylabel("ratio, cosine")
+    bottom.set_xlabel(x_label)
+    bottom.legend(loc="upper right", fontsize=8)
+    if x_axis == "sigma":
+        bottom.set_xscale("log")
+        bottom.invert_xaxis()
+    if not any(e.positive_norm is not None for e in evaluations) and evaluations:
+        middle.text(0.5, 0.5, "∅ not evaluated (ordinary negative prompt): only ‖eps(y) − eps(ỹ)‖ is known",
+                    transform=middle.transAxes, ha="center", fontsize=9)
+    figure.tight_layout()
+    return figure_to_image(canvas)
+
+
+def figure_to_image(canvas) -> torch.Tensor:
+    import numpy as np
+
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba(), dtype=np.float32)
+    return torch.from_numpy(rgba[..., :3].copy() / 255.0).unsqueeze(0)
+
+
+def _fractional_step(sigmas: list, sigma: float) -> float:
+    i = step_of(sigmas, sigma)
+    if i + 1 >= len(sigmas):
+        return float(i)
+    hi, lo = sigmas[i], sigmas[i + 1]
+    if hi == lo:
+        return float(i)
+    return i + (hi - sigma) / (hi - lo)

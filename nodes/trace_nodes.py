@@ -1,0 +1,192 @@
+"""Nodes that show when and how much the negative prompt acts: the guidance trace and the r_t attention probe.
+
+Wiring (it follows ComfyUI's data flow): a handle node makes an empty recorder; the sampler fills it while it
+samples; a plot node that takes the handle AND the sampler's output LATENT therefore runs after sampling and shows
+the plot in the UI.
+
+    NegativeGuidanceTrace ─trace─▶ NegativeGuidance / NegativeGuidanceGuider ─▶ KSampler / SamplerCustomAdvanced
+             └──────────trace──────────▶ NegativeGuidanceTracePlot ◀──LATENT──┘
+
+    MODEL ─▶ NegativeGuidanceProbe ─MODEL─▶ (NegativeGuidance ─▶) KSampler ─LATENT─▶ NegativeGuidanceProbePlot
+                        └──────────────────────probe──────────────────────────────────────▲
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.patcher_extension
+from comfy_api.latest import io, ui
+
+from . import probe as probe_lib
+from .trace import GuidanceTrace, render_run
+
+log = logging.getLogger("comfyui-negative-guidance")
+
+TraceHandle = io.Custom("NEGATIVE_GUIDANCE_TRACE")
+ProbeHandle = io.Custom("NEGATIVE_GUIDANCE_PROBE")
+
+LATENT_TOOLTIP = ("The sampler's output LATENT. Connect it so that this node runs after sampling has filled the "
+                  "handle; it is passed through unchanged.")
+X_AXES = ("step", "sigma")
+
+
+class NegativeGuidanceTrace(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NegativeGuidanceTrace",
+            display_name="Negative Guidance Trace",
+            category="advanced/guidance/inspect",
+            description=("A recorder for one guidance run. Connect it to the 'trace' input of NegativeGuidance or "
+                         "NegativeGuidanceGuider and to NegativeGuidanceTracePlot. Recording changes no pixel."),
+            inputs=[],
+            outputs=[TraceHandle.Output(display_name="trace")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(GuidanceTrace())
+
+
+class NegativeGuidanceTracePlot(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NegativeGuidanceTracePlot",
+            display_name="Negative Guidance Trace Plot",
+            category="advanced/guidance/inspect",
+            description=("Plots the last run a NegativeGuidanceTrace recorded: s⁺ and s⁻·w(t), the passes, "
+                         "‖eps(y)−eps(∅)‖, ‖eps(ỹ)−eps(∅)‖, their cosine and the negative/positive term ratio per "
+                         "evaluation; also as JSON."),
+            inputs=[
+                TraceHandle.Input("trace", tooltip="The NegativeGuidanceTrace handle wired to the guidance node."),
+                io.Latent.Input("latent", tooltip=LATENT_TOOLTIP),
+                io.Combo.Input("x_axis", options=list(X_AXES), default="step",
+                               tooltip="step: the sampler's steps (second-order samplers' extra evaluations sit "
+                                       "between steps). sigma: the noise level, log scale, noisy on the left."),
+            ],
+            outputs=[io.Image.Output(display_name="plot"), io.String.Output(display_name="json"),
+                     io.Latent.Output(display_name="latent")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, x_axis=None):
+        if x_axis is not None and x_axis not in X_AXES:
+            return f"NegativeGuidanceTracePlot: x_axis must be one of {', '.join(X_AXES)}, got '{x_axis}'."
+        return True
+
+    @classmethod
+    def execute(cls, trace, latent, x_axis="step") -> io.NodeOutput:
+        run = trace.last_run if isinstance(trace, GuidanceTrace) else None
+        if run is None or not run.evaluations:
+            raise ValueError("NegativeGuidanceTracePlot: the trace holds no sampled run. Connect the same trace to "
+                             "the 'trace' input of NegativeGuidance or NegativeGuidanceGuider, and this node's "
+                             "latent to that sampler's output.")
+        image = render_run(run, x_axis)
+        return io.NodeOutput(image, trace.to_json(run), latent, ui=ui.PreviewImage(image, cls=cls))
+
+
+class NegativeGuidanceProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NegativeGuidanceProbe",
+            display_name="Negative Prompt Attention Probe (r_t)",
+            category="advanced/guidance/inspect",
+            description=("Measures r_t (Ban et al. 2024, the seed's eq. 10): per step, the summed Frobenius norms of "
+                         "the negative word's cross-attention maps (negative branch) over the positive word's "
+                         "(positive branch). UNet models (SD1.x, SD2.x, SDXL). Sample the MODEL it returns; the "
+                         "probe only reads attention and changes no pixel."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Clip.Input("clip", tooltip="The CLIP that encodes the prompts: its tokenizer maps the words to "
+                                              "token positions."),
+                io.String.Input("positive_text", multiline=True, default="",
+                                tooltip="The positive prompt text, exactly as encoded for the sampler."),
+                io.String.Input("negative_text", multiline=True, default="",
+                                tooltip="The negative prompt text, exactly as encoded for the sampler."),
+                io.String.Input("positive_word", default="",
+                                tooltip="The positive-prompt word the negative word relates to most (e.g. 'woman')."),
+                io.String.Input("negative_word", default="",
+                                tooltip="The negative-prompt word to follow (e.g. 'glasses')."),
+                io.Int.Input("map_size", default=64, min=1, max=256,
+                             tooltip="Maps are upsampled to this side before their Frobenius norm (64 as Ban et al.)."),
+                io.Combo.Input("layers", options=list(probe_lib.LAYER_RULES), default="non_middle",
+                               tooltip="non_middle: every cross-attention layer of the input and output blocks (the "
+                                       "authors' 15 layers on SD1.x at 512²). all: the middle block too."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with the probe; sample this one."),
+                     ProbeHandle.Output(display_name="probe")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, positive_word=None, negative_word=None, layers=None, map_size=None):
+        for name, value in (("positive_word", positive_word), ("negative_word", negative_word)):
+            if value is not None and not value.strip():
+                return f"NegativeGuidanceProbe: {name} is empty; give a word of the prompt."
+        if layers is not None and layers not in probe_lib.LAYER_RULES:
+            return f"NegativeGuidanceProbe: layers must be one of {', '.join(probe_lib.LAYER_RULES)}, got '{layers}'."
+        if map_size is not None and map_size < 1:
+            return f"NegativeGuidanceProbe: map_size must be at least 1, got {map_size}."
+        return True
+
+    @classmethod
+    def execute(cls, model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
+                layers="non_middle") -> io.NodeOutput:
+        probed, probe = make_probe(model, clip, positive_text, negative_text, positive_word, negative_word,
+                                   map_size, layers)
+        return io.NodeOutput(probed, probe)
+
+
+def make_probe(model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
+               layers="non_middle", keep_maps=False):
+    """(a clone of `model` with the probe's attn2 patch and run wrapper, the AttentionProbe)."""
+    node = "NegativeGuidanceProbe"
+    diffusion_model = model.get_model_object("diffusion_model")
+    if not probe_lib.is_unet(diffusion_model):
+        raise ValueError(f"{node}: the r_t probe reads a UNet's cross-attention (SD1.x, SD2.x, SDXL); this model "
+                         f"is a {type(diffusion_model).__name__}.")
+    positive_positions = probe_lib.find_word(clip, node, "positive_word", positive_word, "positive", positive_text)
+    negative_positions = probe_lib.find_word(clip, node, "negative_word", negative_word, "negative", negative_text)
+    probe = probe_lib.AttentionProbe(
+        diffusion_model, probe_lib.prompt_tokens(clip, positive_text), positive_positions,
+        probe_lib.prompt_tokens(clip, negative_text), negative_positions, map_size, layers, keep_maps,
+        words=(positive_word.strip(), negative_word.strip()))
+    probed = model.clone()
+    probed.set_model_attn2_patch(probe.attn2_patch)
+    probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, probe_lib.WRAPPER_KEY,
+                                probe.outer_sample)
+    log.debug("%s: '%s' at %s vs '%s' at %s", node, negative_word, negative_positions, positive_word,
+              positive_positions)
+    return probed, probe
+
+
+class NegativeGuidanceProbePlot(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="NegativeGuidanceProbePlot",
+            display_name="Negative Prompt Attention Probe Plot",
+            category="advanced/guidance/inspect",
+            description="Plots r_t per step (plain and word-restricted) from the last run the probe saw; also as JSON.",
+            inputs=[
+                ProbeHandle.Input("probe", tooltip="The probe handle from NegativeGuidanceProbe."),
+                io.Latent.Input("latent", tooltip=LATENT_TOOLTIP),
+            ],
+            outputs=[io.Image.Output(display_name="plot"), io.String.Output(display_name="json"),
+                     io.Latent.Output(display_name="latent")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, probe, latent) -> io.NodeOutput:
+        if not isinstance(probe, probe_lib.AttentionProbe) or probe.last_run is None or not probe.last_run.evaluations:
+            raise ValueError("NegativeGuidanceProbePlot: the probe saw no sampling run. Sample the MODEL that "
+                             "NegativeGuidanceProbe returns, and connect that sampler's output to 'latent'.")
+        image = probe_lib.render_probe(probe)
+        return io.NodeOutput(image, probe.to_json(), latent, ui=ui.PreviewImage(image, cls=cls))
+
+
+NODES = [NegativeGuidanceTrace, NegativeGuidanceTracePlot, NegativeGuidanceProbe, NegativeGuidanceProbePlot]
