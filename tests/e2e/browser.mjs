@@ -72,7 +72,7 @@ async function frameNodes(page, nodeIds = null, maxScale = 1.0) {
     const canvasRect = app.canvas.canvas.getBoundingClientRect();
     const scale = Math.min(maxScale, canvasRect.width / (right - left), (canvasRect.height - 80) / (bottom - top));
     app.canvas.ds.scale = scale;
-    app.canvas.ds.offset = [-left + 60 / scale, -top + 80 / scale];
+    app.canvas.ds.offset = [-left + 90 / scale, -top + 150 / scale]; // clear of the menus over the canvas
     app.canvas.setDirty(true, true);
   }, { nodeIds, maxScale, viewport: VIEWPORT });
   await page.waitForTimeout(500);
@@ -148,17 +148,17 @@ async function missingNodeControl({ page, pageErrors }, request) {
   return { dialogs, pageErrors };
 }
 
+/**
+ * Changes a number widget as a user does. Classic canvas: click the middle of the widget and type the value
+ * into the canvas's prompt. Vue nodes: press the widget's "+" button (PrimeVue's InputNumber in frontend 1.32.9
+ * refuses a typed decimal point), so the value moves by one step2 instead of to `value`.
+ */
 async function editWidget(page, nodeId, widgetName, value, vueNodes) {
   if (vueNodes) {
     const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
       has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
-    const input = row.locator("input").first();
-    await input.click();
-    await input.fill(String(value));
-    await input.press("Enter");
-    await input.blur();
+    await row.locator(".p-inputnumber-increment-button").first().click();
   } else {
-    // Classic canvas: a click on the middle of a number widget opens the canvas's value prompt.
     const point = await page.evaluate(({ nodeId, widgetName }) => {
       const { app, LiteGraph } = window;
       const node = app.graph.getNodeById(nodeId);
@@ -175,6 +175,8 @@ async function editWidget(page, nodeId, widgetName, value, vueNodes) {
     await input.press("Enter");
   }
   await page.waitForTimeout(400);
+  return page.evaluate(({ nodeId, widgetName }) => window.app.graph.getNodeById(nodeId).widgets
+    .find((w) => w.name === widgetName).value, { nodeId, widgetName });
 }
 
 /** Edits neg_start through the UI on the first pack node of a template and reports the graph before/after. */
@@ -187,19 +189,19 @@ async function editRedraw({ page, pageErrors }, request) {
   await waitForGraphs(page);
   await page.waitForTimeout(300);
   const before = (await graphStates(page)).find((state) => state.id === target.id);
-  await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
+  const negStart = await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
   const after = (await graphStates(page)).find((state) => state.id === target.id);
   let sampler = null;
   if (request.samplerCfg !== undefined) {
     // The patch node draws with the cfg of the KSampler it feeds: edit that too.
     const samplerId = await page.evaluate(() => window.app.graph.nodes.find((n) => n.type === "KSampler").id);
     await frameNodes(page, [target.id, samplerId]);
-    await editWidget(page, samplerId, "cfg", request.samplerCfg, request.vueNodes);
-    sampler = (await graphStates(page)).find((state) => state.id === target.id);
+    const cfg = await editWidget(page, samplerId, "cfg", request.samplerCfg, request.vueNodes);
+    sampler = { cfg, ...(await graphStates(page)).find((state) => state.id === target.id) };
   }
   const strip = ({ pixels, ...rest }) => ({ ...rest });
   return {
-    before: strip(before), after: strip(after), sampler: sampler && strip(sampler),
+    negStart, before: strip(before), after: strip(after), sampler: sampler && strip(sampler),
     pixelsChanged: before.pixels !== after.pixels, pageErrors,
   };
 }
