@@ -38,7 +38,9 @@ install_comfy_cli() {
   log "creating $COMFY_CLI_VENV with $COMFY_CLI_PIN"
   rm -rf "$COMFY_CLI_VENV"
   "${PYTHON:-python3}" -m venv "$COMFY_CLI_VENV"
-  "$COMFY_CLI_VENV/bin/pip" install --quiet --disable-pip-version-check "$COMFY_CLI_PIN"
+  # (this machine's pip configuration names local wheel folders that may be absent: drop those notices)
+  "$COMFY_CLI_VENV/bin/pip" install --quiet --disable-pip-version-check "$COMFY_CLI_PIN" 2>&1 \
+    | { grep -v "^WARNING: Location" || true; }
   echo "$COMFY_CLI_PIN" >"$stamp"
 }
 
