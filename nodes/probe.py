@@ -18,7 +18,7 @@ Layer selection rule ("non_middle", the default): every cross-attention layer of
 blocks; the middle block is left out. On SD1.x/SD2.x at 512² this is exactly the authors' 15 layers (input
 1, 2, 4, 5, 7, 8 and output 3-11 at 64², 32², 16²), the skipped 8×8 level being the middle block's. On SDXL it
 is every transformer block of the input and output levels (the middle level is skipped as well). On the tests'
-tiny UNet (8×8 latent) it is 2 input + 4 output layers at 8² and 4². "all" adds the middle block.
+tiny UNet (8×8 latent) it is 2 input (1, 3) + 4 output (0-3) layers at 8² and 4². "all" adds the middle block.
 
 The probe reads the maps through ComfyUI's `attn2_patch` hook and returns the hook's inputs unchanged, so the
 sampled result is the same with or without it; it lives on the model clone the probe node returns and nowhere
@@ -118,6 +118,7 @@ class ProbeEvaluation:
     positive_restricted: list = field(default_factory=list)
     negative_restricted: list = field(default_factory=list)
     maps: list = field(default_factory=list)  # with keep_maps: one dict per layer and branch
+    seen: set = field(default_factory=set, repr=False)  # layer calls recorded (block, index, chunks)
 
     def ratio(self, restricted: bool = False) -> float | None:
         top = self.negative_restricted if restricted else self.negative
@@ -171,6 +172,14 @@ class AttentionProbe:
 
     # -- ComfyUI hooks --
 
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone deep-copies model_options, patches included: every clone must fill this same probe
+        # (the handle the plot node reads), and a copy would drag the whole diffusion model along.
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        return self.attn2_patch(n, context, value, extra_options)
+
     def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         self.runs.append(ProbeRun([float(s) for s in sigmas.reshape(-1).tolist()]))
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
@@ -200,18 +209,24 @@ class AttentionProbe:
             self._modules[key] = find_attn2(self.diffusion_model, block, block_index)
         return self._modules[key]
 
-    def _evaluation(self, sigma: float, extra_options) -> ProbeEvaluation:
+    def _evaluation(self, sigma: float, extra_options, layer_key) -> ProbeEvaluation:
+        """The evaluation this layer call belongs to: a new one when the sigma changes or this layer has already
+        been seen for this prompt (a second-order sampler evaluates twice in a row at the same sigma)."""
         if not self.runs:  # sampled without OUTER_SAMPLE (should not happen with ComfyUI's samplers)
             sample_sigmas = extra_options.get("sample_sigmas")
             self.runs.append(ProbeRun([float(s) for s in sample_sigmas.reshape(-1).tolist()]
                                       if sample_sigmas is not None else [sigma]))
         run = self.runs[-1]
-        if not run.evaluations or run.evaluations[-1].sigma != sigma:
-            run.evaluations.append(ProbeEvaluation(len(run.evaluations), _step_of(run.sigmas, sigma), sigma))
-        return run.evaluations[-1]
+        current = run.evaluations[-1] if run.evaluations else None
+        if current is None or current.sigma != sigma or layer_key in current.seen:
+            current = ProbeEvaluation(len(run.evaluations), _step_of(run.sigmas, sigma), sigma)
+            run.evaluations.append(current)
+        current.seen.add(layer_key)
+        return current
 
     def _record(self, module, n, context, chunks, shape, sigma, extra_options, block):
-        evaluation = self._evaluation(sigma, extra_options)
+        layer_key = (block[0], block[1], extra_options.get("block_index", 0), tuple(chunks))
+        evaluation = self._evaluation(sigma, extra_options, layer_key)
         heads, dim_head = extra_options["n_heads"], extra_options["dim_head"]
         rows = n.shape[0] // len(chunks)
         height, width = (shape[2], shape[3]) if shape is not None else _square(n.shape[1])

@@ -155,7 +155,7 @@ def make_probe(model, clip, positive_text, negative_text, positive_word, negativ
         probe_lib.prompt_tokens(clip, negative_text), negative_positions, map_size, layers, keep_maps,
         words=(positive_word.strip(), negative_word.strip()))
     probed = model.clone()
-    probed.set_model_attn2_patch(probe.attn2_patch)
+    probed.set_model_attn2_patch(probe)  # the probe is its own attn2_patch and survives clones as itself
     probed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, probe_lib.WRAPPER_KEY,
                                 probe.outer_sample)
     log.debug("%s: '%s' at %s vs '%s' at %s", node, negative_word, negative_positions, positive_word,
