@@ -214,12 +214,13 @@ def table(results, samples: int, seed: int) -> str:
 def figure(results, path: Path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
     import torch
 
     shown = [r for r in results if r[0].panel]
     columns = 4
     rows = math.ceil(len(shown) / columns)
-    fig = Figure(figsize=(3.2 * columns, 3.4 * rows), dpi=110)
+    fig = Figure(figsize=(3.4 * columns, 3.9 * rows), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, columns, squeeze=False)
     colours = ("tab:green", "tab:blue", "tab:red", "tab:orange")  # (2,2) forbidden+wanted, (2,-2) wanted, ...
@@ -238,12 +239,16 @@ def figure(results, path: Path):
         ax.scatter(points[far, 0], points[far, 1], s=1, color="black", alpha=0.4, rasterized=True)
         ax.axhline(0, color="gray", linewidth=0.5)
         ax.axvline(0, color="gray", linewidth=0.5)
-        ax.set_xlim(-4.5, 4.5)
-        ax.set_ylim(-4.5, 4.5)
+        # Off-manifold samples are pushed far from the modes: widen the view to hold 99.5 % of them.
+        extent = min(max(4.5, float(points.abs().quantile(0.995)) * 1.1), 40.0)
+        for mode in MODES:
+            ax.add_patch(Circle(mode, OFF_MANIFOLD, fill=False, color="gray", linewidth=0.6, linestyle="--"))
+        ax.set_xlim(-extent, extent)
+        ax.set_ylim(-extent, extent)
         ax.set_aspect("equal")
         ax.set_title(f"{setting.label}\nforbidden {forbidden:.3f}, off {off:.3f}", fontsize=8)
         ax.tick_params(labelsize=6)
-    fig.suptitle("Exact-score benchmark: want x > 0, avoid y > 0 (colour = nearest mode, black = off-manifold)",
+    fig.suptitle("Exact-score benchmark: want x > 0, avoid y > 0 (colour = nearest mode, black = off-manifold, dashed = 3σ)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
