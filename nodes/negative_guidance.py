@@ -22,10 +22,10 @@ NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative pushes away. -1 follows cfg (s
 def window_inputs() -> list:
     """neg_start … ramp_width, shared by both nodes in the same order."""
     return [
-        io.Float.Input("neg_start", default=0.0, min=0.0, max=1.0, step=0.001, round=0.0001,
+        io.Float.Input("neg_start", default=0.0, min=0.0, max=1.0, step=0.01, round=0.0001,
                        tooltip="Where the negative switches on, as a fraction of sampling (0 = first, noisiest "
                                "step; in window_unit). For steps 5-15 of 30: 0.1667."),
-        io.Float.Input("neg_end", default=1.0, min=0.0, max=1.0, step=0.001, round=0.0001,
+        io.Float.Input("neg_end", default=1.0, min=0.0, max=1.0, step=0.01, round=0.0001,
                        tooltip="Where the negative switches off again (1 = to the end). For steps 5-15 of 30: 0.5."),
         io.Combo.Input("window_unit", options=list(schedule.WINDOW_UNITS), default="steps",
                        tooltip="How neg_start/neg_end count. steps: fraction of this run's own steps. "
@@ -34,7 +34,7 @@ def window_inputs() -> list:
         io.Combo.Input("ramp", options=list(schedule.RAMPS), default="hard",
                        tooltip="How the negative fades in after neg_start and out before neg_end "
                                "(not at 0 or 1). hard: no fade."),
-        io.Float.Input("ramp_width", default=0.0, min=0.0, max=1.0, step=0.001, round=0.0001,
+        io.Float.Input("ramp_width", default=0.0, min=0.0, max=1.0, step=0.01, round=0.0001,
                        tooltip="Length of each fade, in the same unit as the window, inside the window. "
                                "Ignored with ramp = hard."),
     ]

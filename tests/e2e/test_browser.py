@@ -87,9 +87,9 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
                           value=0.3, samplerCfg=5.0, vueNodes=renderer)
     before, after, sampler = result["before"], result["after"], result["sampler"]
     assert before["drawn"]["start"] == pytest.approx(0.1667)
-    # Classic: typed 0.3. Vue nodes: one press of "+"; its InputNumber first rounds 0.1667 to the 3 decimals that
-    # step 0.001 gives it (0.167, still step 5 of 30 within EDGE_TOLERANCE), then adds the step: 0.168.
-    expected_start = 0.168 if renderer else 0.3
+    # Classic: typed 0.3. Vue nodes: one press of "+"; its InputNumber first rounds 0.1667 to the 2 decimals it
+    # shows, then adds step 0.01, giving 0.18.
+    expected_start = 0.18 if renderer else 0.3
     assert result["negStart"] == pytest.approx(expected_start), "the edit did not reach the widget"
     assert after["drawCount"] > before["drawCount"], "no redraw after the edit"
     assert after["drawn"]["start"] == pytest.approx(result["negStart"])
