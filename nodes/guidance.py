@@ -69,11 +69,14 @@ def evaluate(model, batch: list, x, timestep, model_options: dict, sequential: b
     save memory, one call each. None entries come back as zeros, as calc_cond_batch returns them."""
     if sequential:
         outputs = []
-        for conds in batch:
+        for i, conds in enumerate(batch):
             if conds is None:
                 outputs.append(torch.zeros_like(x))
-            else:
-                outputs.extend(evaluate(model, [conds], x, timestep, model_options, sequential=False))
+                continue
+            # Keep the list's full length so that transformer_options["cond_or_uncond"] still names which prompt
+            # this forward is (attention patches such as the r_t probe rely on it).
+            alone = [c if j == i else None for j, c in enumerate(batch)]
+            outputs.append(evaluate(model, alone, x, timestep, model_options, sequential=False)[i])
         return outputs
     if "sampler_calc_cond_batch_function" in model_options:
         args = {"conds": batch, "input": x, "sigma": timestep, "model": model, "model_options": model_options}

@@ -168,7 +168,6 @@ class AttentionProbe:
         self.words = words
         self.runs: deque = deque(maxlen=MAX_RUNS)
         self._modules = {}
-        self._warned_sequential = False
 
     # -- ComfyUI hooks --
 
@@ -255,10 +254,6 @@ class AttentionProbe:
                                         "branch": "positive" if branch == POSITIVE_CHUNK else "negative",
                                         "map": plain.reshape(-1, height, width).cpu(), "n": n[part].cpu(),
                                         "context": context[part].cpu()})
-        if chunks.count(POSITIVE_CHUNK) > 1 and not self._warned_sequential:
-            log.warning("NegativeGuidanceProbe: the model is evaluated one prompt at a time (evaluation = "
-                        "sequential); the probe cannot tell the prompts apart then. Use evaluation = batched.")
-            self._warned_sequential = True
 
     @property
     def last_run(self) -> ProbeRun | None:

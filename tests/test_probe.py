@@ -103,6 +103,20 @@ def test_r_t_is_none_where_the_negative_is_not_evaluated(host):
     assert all(r is not None for r in ratios[:2]) and ratios[2:] == [None, None]
 
 
+def test_sequential_evaluation_gives_the_same_r_t(host):
+    """One prompt per forward (evaluation = sequential) still tells the probe which prompt each forward is."""
+    guidance = support.pack_module("nodes.negative_guidance")
+    ratios = {}
+    for evaluation in ("batched", "sequential"):
+        probed, probe = make(host)
+        patched = guidance.NegativeGuidance.execute(probed, 3.0, 0.0, 1.0, "steps", "hard", 0.0, empty=host.empty,
+                                                    evaluation=evaluation).result[0]
+        ksampler(patched, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
+        ratios[evaluation] = [e.ratio() for e in probe.last_run.evaluations]
+    assert len(ratios["sequential"]) == STEPS
+    assert ratios["sequential"] == pytest.approx(ratios["batched"], rel=1e-3)
+
+
 def test_one_layer_map_equals_independent_softmax(host):
     """Layer input_blocks[1] (8×8): the probe's map of 'glasses' in the negative branch against softmax(QKᵀ/√d)
     computed here from the layer's weights and its captured inputs."""
