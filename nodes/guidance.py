@@ -107,6 +107,7 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     if observer is not None:
         observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred)
 
+    negative_term = None
     if coefficients.has_cfg_term:
         # Plain CFG against u* = e + Σ αᵢ(nᵢ − e): ComfyUI's cfg_function does the final combination, so
         # sampler_cfg_function / post-CFG patches see (cond, uncond = u*, cond_scale = s⁺).
@@ -117,11 +118,13 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
         # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s.
         uncond = batch[1] if coefficients.blends[0] != 0.0 else batch[2]
     else:
-        # s⁺ = 1: no CFG term. The guided prediction goes in as "cond" at cond_scale 1 (which every CFG patch
-        # leaves unchanged) and eps(∅) as "uncond" where it was evaluated.
+        # s⁺ = 1: no CFG term, so no u* exists. The hooks see what a stock KSampler at cfg 1 gives them
+        # (cond = eps(y), cond_scale 1; uncond = eps(∅) where it was evaluated) and the negative term is applied
+        # after them, so that a post-CFG patch such as PerturbedAttentionGuidance does not scale it too.
         for s, need, negative_pred in zip(coefficients.negatives, coefficients.needs_negatives, negative_preds):
             if need:
-                cond_pred = cond_pred - s * (negative_pred - empty_pred)
+                term = s * (negative_pred - empty_pred)
+                negative_term = term if negative_term is None else negative_term + term
         uncond_pred = empty_pred
         uncond = batch[2]
     cond = batch[0]
@@ -130,8 +133,9 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
         args = {"conds": [cond, uncond], "conds_out": [cond_pred, uncond_pred], "cond_scale": coefficients.cond_scale,
                 "timestep": timestep, "input": x, "sigma": timestep, "model": model, "model_options": model_options}
         cond_pred, uncond_pred = pre_cfg(args)
-    return comfy.samplers.cfg_function(model, cond_pred, uncond_pred, coefficients.cond_scale, x, timestep,
-                                       model_options=model_options, cond=cond, uncond=uncond)
+    denoised = comfy.samplers.cfg_function(model, cond_pred, uncond_pred, coefficients.cond_scale, x, timestep,
+                                           model_options=model_options, cond=cond, uncond=uncond)
+    return denoised if negative_term is None else denoised - negative_term
 
 
 @dataclass(frozen=True)
