@@ -16,6 +16,7 @@ EXPECTED_CHECKPOINTS = {
     "02_custom_sampler_guider_fade_in.json": {"v1-5-pruned-emaonly.safetensors"},
     "03_sdxl_guider.json": {"sd_xl_base_1.0.safetensors"},
     "04_compare_stock_vs_delayed.json": {"v1-5-pruned-emaonly.safetensors"},
+    "05_sd15_several_negatives.json": {"v1-5-pruned-emaonly.safetensors"},
 }
 
 UI_FILES = ui_workflow_files()

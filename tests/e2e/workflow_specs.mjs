@@ -177,4 +177,45 @@ export const WORKFLOWS = [
         "Model: v1-5-pruned-emaonly.safetensors",
     },
   },
+  {
+    file: "05_sd15_several_negatives.json",
+    nodes: [
+      ...promptNodes(SD15, 512),
+      { key: "blurry", type: "CLIPTextEncode", title: "Extra negative (ỹ₂)", pos: [420, 680], size: [400, 110],
+        widgets: { text: "blurry, low quality" } },
+      { key: "extra", type: "ExtraNegative", pos: [840, 560], size: [380, 0],
+        widgets: { neg_scale: 3.0, neg_start: 0.0, neg_end: 1.0, window_unit: "steps", ramp: "hard", ramp_width: 0 } },
+      { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0],
+        widgets: { neg_scale: 2.0, neg_start: 0.5, neg_end: 1.0, window_unit: "steps", ramp: "linear",
+          ramp_width: 0.1 } },
+      { key: "ksampler", type: "KSampler", pos: [1260, 40], widgets: KSAMPLER_SETTINGS },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40] },
+      { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
+        widgets: { filename_prefix: "negguide/sd15_several_negatives" } },
+    ],
+    links: [
+      ...PROMPT_LINKS,
+      ["checkpoint", "CLIP", "blurry", "clip"],
+      ["blurry", 0, "extra", "negative"],
+      ["extra", 0, "patch", "extra_negatives"],
+      ["checkpoint", "MODEL", "patch", "model"],
+      ["empty", 0, "patch", "empty"],
+      ["patch", 0, "ksampler", "model"],
+      ["positive", 0, "ksampler", "positive"],
+      ["negative", 0, "ksampler", "negative"],
+      ["latent", 0, "ksampler", "latent_image"],
+      ["ksampler", 0, "decode", "samples"],
+      ["checkpoint", "VAE", "decode", "vae"],
+      ["decode", 0, "save", "images"],
+    ],
+    note: {
+      pos: [40, 400], size: [340, 300],
+      text: "Several negatives, each with its own scale and window\n\n" +
+        "The KSampler's negative (\"glasses\") acts late and weak: neg_scale 2 on the second half of the steps, " +
+        "fading in. An Extra Negative (\"blurry, low quality\") acts on every step at scale 3. All prompts of a " +
+        "step go through the model in one batched call; a negative outside its window costs nothing.\n\n" +
+        "Try: chain another Extra Negative into the first one's extra_negatives, or set evaluation to " +
+        "sequential on the patch for low VRAM (same result).\n\nModel: v1-5-pruned-emaonly.safetensors",
+    },
+  },
 ];
