@@ -182,10 +182,6 @@ class StepCoefficients:
         return tuple(not is_zero(s) for s in self.negatives)
 
     @property
-    def needs_negative(self) -> bool:
-        return self.needs_negatives[0]
-
-    @property
     def needs_empty(self) -> bool:
         return not is_zero(self.empty_weight)
 
@@ -205,10 +201,6 @@ class StepCoefficients:
         # Σ αᵢ = 1 (a single negative gives u* = n bit for bit, as ComfyUI's own CFG does).
         denominator = sum(active) if not self.needs_empty else self.cond_scale - 1.0
         return tuple(s / denominator for s in active)
-
-    @property
-    def blend(self) -> float:
-        return self.blends[0]
 
 
 class ProgressMap:

@@ -70,7 +70,7 @@ class TestCoefficients:
         c, n, e = 0.7, -1.3, 0.2
         for cfg, s in ((7.0, 6.0), (7.0, 2.5), (3.0, 0.0), (0.5, 1.0)):
             k = schedule.StepCoefficients(cfg, (s,))
-            u = e + k.blend * (n - e)
+            u = e + k.blends[0] * (n - e)
             assert u + cfg * (c - u) == pytest.approx(e + cfg * (c - e) - s * (n - e))
 
     @pytest.mark.parametrize("cfg, s, needed", [
@@ -82,7 +82,7 @@ class TestCoefficients:
     ])
     def test_only_nonzero_coefficients_are_needed(self, cfg, s, needed):
         k = schedule.StepCoefficients(cfg, (s,))
-        assert (k.needs_positive, k.needs_negative, k.needs_empty) == needed
+        assert (k.needs_positive, k.needs_negatives[0], k.needs_empty) == needed
 
     def test_follow_cfg(self):
         settings = schedule.GuidanceSettings(7.5, schedule.NEG_SCALE_FOLLOWS_CFG, Window())
