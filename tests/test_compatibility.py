@@ -202,9 +202,10 @@ def test_controlnet_negative_off_equals_stock_against_empty(host, controlled):
     assert_same_samples(ours, stock)
 
 
-@pytest.mark.parametrize("route", ["patch", "guider"])
-def test_controlnet_three_way_equals_dual_cfg_guider(host, controlled, route):
-    positive, negative, empty = controlled
+def three_way_against_dual_cfg(host, conds, route):
+    """The pack (patch or guider) at three-way settings and DualCFGGuider(y, ∅, ỹ) on the same conditionings,
+    both sampled and pass-counted; asserts the samples agree and returns both pass counters."""
+    positive, negative, empty = conds
     sigmas = ksampler_sigmas(host.model, "euler", STEPS)
     dual_passes, our_passes = PassCounter(), PassCounter()
     reference = custom_advanced(dual_cfg_guider(dual_passes.counting(host.model), positive, negative, empty, CFG,
@@ -216,6 +217,12 @@ def test_controlnet_three_way_equals_dual_cfg_guider(host, controlled, route):
         ours = custom_advanced(guider(our_passes.counting(host.model), positive, negative, CFG, NEG_SCALE,
                                       empty=empty), "euler", sigmas, host.latent)
     assert_same_samples(ours, reference)
+    return ours, sigmas, our_passes, dual_passes
+
+
+@pytest.mark.parametrize("route", ["patch", "guider"])
+def test_controlnet_three_way_equals_dual_cfg_guider(host, controlled, route):
+    _, _, our_passes, dual_passes = three_way_against_dual_cfg(host, controlled, route)
     # ∅ carries its own ControlNet object, so calc_cond_batch cannot stack it with y and ỹ: two calls per step
     # (batch 2 + batch 1), exactly as for DualCFGGuider.
     assert sorted(batches(our_passes)) == sorted(batches(dual_passes))
@@ -251,18 +258,7 @@ def test_area_and_mask_defaults_equal_stock(host, regional):
 
 @pytest.mark.parametrize("route", ["patch", "guider"])
 def test_area_and_mask_three_way_equals_dual_cfg_guider(host, regional, route):
-    positive, negative, empty = regional
-    sigmas = ksampler_sigmas(host.model, "euler", STEPS)
-    dual_passes, our_passes = PassCounter(), PassCounter()
-    reference = custom_advanced(dual_cfg_guider(dual_passes.counting(host.model), positive, negative, empty, CFG,
-                                                NEG_SCALE), "euler", sigmas, host.latent)
-    if route == "patch":
-        ours = ksampler(patch(our_passes.counting(host.model), NEG_SCALE, empty=empty), positive, negative, CFG,
-                        "euler", STEPS, latent=host.latent)
-    else:
-        ours = custom_advanced(guider(our_passes.counting(host.model), positive, negative, CFG, NEG_SCALE,
-                                      empty=empty), "euler", sigmas, host.latent)
-    assert_same_samples(ours, reference)
+    ours, sigmas, our_passes, dual_passes = three_way_against_dual_cfg(host, regional, route)
     assert sorted(batches(our_passes)) == sorted(batches(dual_passes))
     assert_differs(ours, custom_advanced(guider(host.model, host.positive, host.negative, CFG, NEG_SCALE,
                                                 empty=host.empty), "euler", sigmas, host.latent))

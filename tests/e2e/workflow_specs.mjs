@@ -57,6 +57,19 @@ const CUSTOM_SAMPLER_LINKS = [
   ["decode", 0, "save", "images"],
 ];
 
+/** Negative Guidance (patch) on the model line of a KSampler, decoded and saved (workflows 1 and 5). */
+const PATCH_KSAMPLER_LINKS = [
+  ["checkpoint", "MODEL", "patch", "model"],
+  ["empty", 0, "patch", "empty"],
+  ["patch", 0, "ksampler", "model"],
+  ["positive", 0, "ksampler", "positive"],
+  ["negative", 0, "ksampler", "negative"],
+  ["latent", 0, "ksampler", "latent_image"],
+  ["ksampler", 0, "decode", "samples"],
+  ["checkpoint", "VAE", "decode", "vae"],
+  ["decode", 0, "save", "images"],
+];
+
 const KSAMPLER_SETTINGS = { seed: 42, control_after_generate: "fixed", steps: 30, cfg: 7.5, sampler_name: "euler",
   scheduler: "normal", denoise: 1.0 };
 const DELAYED_WINDOW = { neg_scale: -1, neg_start: 0.1667, neg_end: 0.5, window_unit: "steps", ramp: "hard",
@@ -75,15 +88,7 @@ export const WORKFLOWS = [
     ],
     links: [
       ...PROMPT_LINKS,
-      ["checkpoint", "MODEL", "patch", "model"],
-      ["empty", 0, "patch", "empty"],
-      ["patch", 0, "ksampler", "model"],
-      ["positive", 0, "ksampler", "positive"],
-      ["negative", 0, "ksampler", "negative"],
-      ["latent", 0, "ksampler", "latent_image"],
-      ["ksampler", 0, "decode", "samples"],
-      ["checkpoint", "VAE", "decode", "vae"],
-      ["decode", 0, "save", "images"],
+      ...PATCH_KSAMPLER_LINKS,
     ],
     note: {
       pos: [40, 400], size: [340, 330],
@@ -198,15 +203,7 @@ export const WORKFLOWS = [
       ["checkpoint", "CLIP", "blurry", "clip"],
       ["blurry", 0, "extra", "negative"],
       ["extra", 0, "patch", "extra_negatives"],
-      ["checkpoint", "MODEL", "patch", "model"],
-      ["empty", 0, "patch", "empty"],
-      ["patch", 0, "ksampler", "model"],
-      ["positive", 0, "ksampler", "positive"],
-      ["negative", 0, "ksampler", "negative"],
-      ["latent", 0, "ksampler", "latent_image"],
-      ["ksampler", 0, "decode", "samples"],
-      ["checkpoint", "VAE", "decode", "vae"],
-      ["decode", 0, "save", "images"],
+      ...PATCH_KSAMPLER_LINKS,
     ],
     note: {
       pos: [40, 400], size: [340, 300],
