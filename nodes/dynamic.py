@@ -1,0 +1,210 @@
+"""The dynamic negative scale s⁻(x, t) = λ·p/(1 − p), p = p(ỹ | x_t) tracked along the run (pure torch, no ComfyUI).
+
+Why. Split the data as p(x) = p(ỹ)·p(x|ỹ) + (1 − p(ỹ))·p(x|¬ỹ). Then
+    ∇log p(x|¬ỹ) = ∇log p(x) − p/(1 − p)·(∇log p(x|ỹ) − ∇log p(x)),   p = p(ỹ | x_t),
+so the negative scale that removes ỹ is λ·p/(1 − p): large for a sample heading for the negative concept, about 0
+for one that is not, and a constant p gives back the ordinary three-way negative (Dynamic Negative Guidance,
+Koulischer et al., ICLR 2025).
+
+How p is tracked, from the denoised predictions D_∅ and D_ỹ that the guidance already computes (no model pass):
+- Units. Everything below is in variance-exploding units, x_t = x_0 + σ·noise. Flow models (x_t = (1 − σ)x_0 + σ·n)
+  are converted: x/(1 − σ), σ/(1 − σ); their first evaluation at σ = 1 is pure noise, where the prior is exact.
+- Start (first evaluation): at high σ every concept density is close to a Gaussian, so Tweedie's formula gives the
+  likelihood ratio:  log p = log prior − τ·(s² + σ²)/(2σ²)·(‖ε_ỹ‖² − ‖ε_∅‖²),  ε_c = (x − D_c)/σ,  s = DATA_SCALE.
+- Next evaluation at a lower σ_b (from x_a at σ_a): Bayes with the Gaussian reverse kernels
+  q(x_b | x_a, c) = N(μ_c, v): μ_c = r·x_a + (1 − r)·D_c(x_a), r = σ_b²/σ_a², v = σ_b²(1 − r), and
+      logit p += −τ·(‖x_b − μ_ỹ‖² − ‖x_b − μ_¬ỹ‖²)/(2v) + δ/(2v·c²).
+  The empty prompt's kernel is a mixture of the ỹ and ¬ỹ kernels; Tweedie linearity gives the ¬ỹ mean
+  μ_¬ỹ = (μ_∅ − p·μ_ỹ)/(1 − p). (The published update compares with μ_∅ and updates log p instead of logit p; on
+  samples that do commit to ỹ its p stalls near 0.8.) c² converts v to variance-preserving units, where the
+  published offset δ is defined (c² = 1/(1 + σ_b²); flow models: (1 − σ_b)²).
+- Next evaluation at the same σ (Heun's corrector, then the next step's first evaluation): the kernel degenerates;
+  the trapezoid rule on ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p)) along x_b − x_a.
+- Next evaluation at a higher σ (a sampler that re-noises): the state is kept and the chain restarts from there.
+- An evaluation where the negative was not evaluated (outside its window): p is kept, the chain restarts at the
+  next one.
+p is clipped to [p_min, p_max], so s⁻ ≤ λ·p_max/(1 − p_max).
+
+No host–device synchronisation: every step is tensor arithmetic on the device; the only branches are on the sigma
+float the guidance already reads and on Python state. The state lives per run (one object per negative per run)
+and holds one value per batch element.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+# Data scale s of the Tweedie start: the spread of a concept's data. The start is insensitive to it (0.3 to 1 give
+# the same figures on the exact-score benchmark); 0.5 is the EDM σ_data.
+DATA_SCALE = 0.5
+
+# Two sigmas closer than this (relative) are "the same" (Heun's corrector and the next step's first evaluation).
+SAME_SIGMA = 1e-6
+
+METHODS = ("mixture", "published")
+
+
+@dataclass(frozen=True)
+class DynamicNegative:
+    """What a user sets: s⁻(x, t) = strength·p/(1 − p), p starting from `prior` and sharpened by `temperature`."""
+
+    strength: float = 2.0  # λ
+    prior: float = 0.5  # p(ỹ) before any evidence
+    temperature: float = 1.0  # τ, the calibration of every likelihood ratio (0: p stays at the prior)
+    offset: float = 0.0  # δ, a constant drift of the evidence per step (the published code's offset)
+    p_max: float = 0.99
+    p_min: float = 1e-6
+    method: str = "mixture"  # mixture: mixture-corrected filter + Tweedie start; published: DNG as published
+
+    def constant_scale(self) -> float:
+        """s⁻ when p never moves (temperature 0, offset 0): λ·prior/(1 − prior), prior clipped like p."""
+        p = min(max(self.prior, self.p_min), self.p_max)
+        return self.strength * p / (1.0 - p)
+
+
+# The paper's Stable Diffusion settings as quoted by a reimplementation ("Table 3": prior 0.01, τ 0.2–0.3,
+# δ 0.002–0.004, λ 12–27), at the middle of each range; the published p_max.
+PRESETS = {
+    "exact-score defaults": DynamicNegative(),
+    "Stable Diffusion (paper)": DynamicNegative(strength=20.0, prior=0.01, temperature=0.25, offset=0.003,
+                                                p_max=0.99, method="published"),
+}
+
+
+def validate(node: str, strength, prior, temperature, offset, p_max) -> str | None:
+    """The first problem with the settings as a sentence naming the node and the input, or None (None = unknown)."""
+    for name, value in (("strength", strength), ("prior", prior), ("temperature", temperature),
+                        ("offset", offset), ("p_max", p_max)):
+        if value is not None and not math.isfinite(value):
+            return f"{node}: {name} must be a finite number, got {value}."
+    if strength is not None and strength < 0:
+        return f"{node}: strength must be 0 or more, got {strength}."
+    if temperature is not None and temperature < 0:
+        return f"{node}: temperature must be 0 or more, got {temperature}."
+    if p_max is not None and not 0.0 < p_max < 1.0:
+        return f"{node}: p_max must lie strictly between 0 and 1, got {p_max}."
+    if prior is not None and not 0.0 < prior < 1.0:
+        return f"{node}: prior must lie strictly between 0 and 1, got {prior}."
+    if prior is not None and p_max is not None and prior > p_max:
+        return f"{node}: prior ({prior}) must not be greater than p_max ({p_max})."
+    return None
+
+
+def variance_exploding(x: torch.Tensor, sigma: float, flow: bool):
+    """(x, σ) in variance-exploding units; a flow model's pure-noise point σ = 1 has σ = inf (x then unused: 0)."""
+    if not flow:
+        return x, sigma
+    if sigma >= 1.0:
+        return torch.zeros_like(x), math.inf
+    return x / (1.0 - sigma), sigma / (1.0 - sigma)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """(N, ...) → (N, D) in at least float32."""
+    t = t.reshape(t.shape[0], -1)
+    return t if t.dtype == torch.float64 else t.float()
+
+
+class DynamicNegativeState:
+    """One negative's p along one run, one value per batch element. Create one per run (that is the reset)."""
+
+    def __init__(self, settings: DynamicNegative, flow: bool = False):
+        self.settings = settings
+        self.flow = flow
+        self.log_odds = None  # (N,) tensor: logit p (mixture) or log p (published); None before the first evaluation
+        self._previous = None  # (x, σ, D_∅, D_ỹ, σ in model units) of the last evaluation, VE units; None: restart
+
+    # ---- what guidance reads ----
+
+    @property
+    def p(self) -> torch.Tensor:
+        if self.settings.method == "published":
+            return self.log_odds.exp()
+        return torch.sigmoid(self.log_odds)
+
+    def scale(self) -> torch.Tensor:
+        """s⁻ = λ·p/(1 − p) per batch element, (N,)."""
+        p = self.p
+        return self.settings.strength * p / (1.0 - p)
+
+    # ---- updates ----
+
+    def update(self, x: torch.Tensor, sigma: float, empty_pred: torch.Tensor, negative_pred: torch.Tensor
+               ) -> torch.Tensor:
+        """Take in one evaluation (the sample x at `sigma`, model units, and the denoised predictions of ∅ and ỹ
+        there) and return s⁻ per batch element for this evaluation."""
+        x_ve, sigma_ve = variance_exploding(_flat(x), sigma, self.flow)
+        current = (x_ve, sigma_ve, _flat(empty_pred), _flat(negative_pred), sigma)
+        previous = self._previous
+        if self.log_odds is None or self.log_odds.shape[0] != x_ve.shape[0]:
+            self.log_odds = self._start(*current[:4])
+        elif previous is not None and previous[0].shape == x_ve.shape:
+            if sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
+                self.log_odds = self._clip(self.log_odds + self._kernel_evidence(previous, current))
+            elif sigma_ve <= previous[1] * (1.0 + SAME_SIGMA):
+                self.log_odds = self._clip(self.log_odds + self._path_evidence(previous, current))
+            # A higher sigma (the sampler re-noised): keep p, restart the chain from here.
+        self._previous = current
+        return self.scale()
+
+    def skip(self):
+        """This evaluation did not evaluate the negative: keep p, restart the chain at the next one."""
+        self._previous = None
+
+    # ---- the pieces ----
+
+    def _clip(self, log_odds: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        if s.method == "published":
+            return log_odds.clamp(math.log(s.p_min), math.log(s.p_max))
+        return log_odds.clamp(math.log(s.p_min / (1.0 - s.p_min)), math.log(s.p_max / (1.0 - s.p_max)))
+
+    def _prior(self, like: torch.Tensor) -> torch.Tensor:
+        prior = self.settings.prior
+        value = math.log(prior) if self.settings.method == "published" else math.log(prior / (1.0 - prior))
+        return torch.full((like.shape[0],), value, dtype=like.dtype, device=like.device)
+
+    def _start(self, x, sigma, empty_pred, negative_pred) -> torch.Tensor:
+        if self.settings.method == "published" or not math.isfinite(sigma) or self.settings.temperature == 0.0:
+            return self._clip(self._prior(x))
+        # log p = log prior + log p(x|ỹ) − log p(x), with ‖ε_ỹ‖² − ‖ε_∅‖² = (D_∅ − D_ỹ)·(2x − D_ỹ − D_∅)/σ²
+        squares = ((empty_pred - negative_pred) * (2.0 * x - negative_pred - empty_pred)).sum(dim=1)
+        coefficient = (DATA_SCALE ** 2 + sigma ** 2) / (2.0 * sigma ** 4)
+        log_p = math.log(self.settings.prior) - self.settings.temperature * coefficient * squares
+        # logit from log p: p clipped first, so that log(1 − p) stays finite.
+        p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
+        return self._clip(torch.log(p) - torch.log1p(-p))
+
+    def _kernel_evidence(self, previous, current) -> torch.Tensor:
+        """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset."""
+        x_a, sigma_a, empty_a, negative_a, _ = previous
+        x_b, sigma_b, _, _, sigma_b_model = current
+        s = self.settings
+        ratio = (sigma_b / sigma_a) ** 2  # r (0 when σ_a = inf: a flow model's pure-noise start)
+        variance = sigma_b ** 2 * (1.0 - ratio)
+        mean_negative = negative_a if ratio == 0.0 else ratio * x_a + (1.0 - ratio) * negative_a
+        # d = μ_other − μ_ỹ, with μ_other = μ_¬ỹ (mixture) or μ_∅ (published).
+        d = (1.0 - ratio) * (empty_a - negative_a)
+        if s.method == "mixture":
+            d = d / (1.0 - torch.sigmoid(self.log_odds))[:, None]
+        # ‖x_b − μ_ỹ‖² − ‖x_b − μ_other‖² = d·(2(x_b − μ_ỹ) − d), without cancelling two large norms.
+        difference = (d * (2.0 * (x_b - mean_negative) - d)).sum(dim=1)
+        evidence = -s.temperature * difference / (2.0 * variance)
+        if s.offset != 0.0:
+            model_scale_sq = (1.0 - sigma_b_model) ** 2 if self.flow else 1.0 / (1.0 + sigma_b ** 2)
+            evidence = evidence + s.offset / (2.0 * variance * model_scale_sq)
+        return evidence
+
+    def _path_evidence(self, previous, current) -> torch.Tensor:
+        """τ·∫∇log-odds·dx from x_a to x_b at one σ (trapezoid rule): ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p))."""
+        x_a, sigma, empty_a, negative_a, _ = previous
+        x_b, _, empty_b, negative_b, _ = current
+        if not math.isfinite(sigma):
+            return torch.zeros_like(self.log_odds)
+        gradient = (negative_a - empty_a + negative_b - empty_b) / (2.0 * sigma ** 2)
+        if self.settings.method == "mixture":
+            gradient = gradient / (1.0 - torch.sigmoid(self.log_odds))[:, None]
+        return self.settings.temperature * (gradient * (x_b - x_a)).sum(dim=1)

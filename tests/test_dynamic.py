@@ -1,0 +1,217 @@
+"""The dynamic negative scale's state (nodes/dynamic.py) on its own: pure torch, no ComfyUI.
+
+Each update is checked against the formula written out directly (plain norms, float64), so a sign, a missing
+mixture correction or a wrong kernel variance shows; the end-to-end behaviour is in test_exact_score.py.
+"""
+
+import math
+
+import pytest
+import torch
+
+import support
+
+dynamic = support.load_pure_module("nodes/dynamic.py", "negguide_dynamic_under_test")
+
+
+def predictions(x, sigma, seed):
+    """Stand-in denoised predictions D_∅, D_ỹ near x (any values will do for the algebra)."""
+    generator = torch.Generator().manual_seed(seed)
+    empty = x / (1 + sigma ** 2) + 0.3 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    negative = empty + 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return empty, negative
+
+
+def points(n=4, seed=0, shape=(2, 3, 3)):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+
+
+def logit(p):
+    return torch.log(p) - torch.log1p(-p)
+
+
+def logit_of(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_tweedie_start_is_the_gaussian_likelihood_ratio():
+    settings = dynamic.DynamicNegative(prior=0.3, temperature=0.7)
+    x, sigma = points() * 3.0, 3.0
+    empty, negative = predictions(x, sigma, 1)
+    state = dynamic.DynamicNegativeState(settings)
+    scale = state.update(x, sigma, empty, negative)
+    flat = lambda t: t.reshape(t.shape[0], -1)
+    eps_negative, eps_empty = flat(x - negative) / sigma, flat(x - empty) / sigma
+    s2 = dynamic.DATA_SCALE ** 2
+    log_ratio = -(s2 + sigma ** 2) / (2 * sigma ** 2) * ((eps_negative ** 2).sum(1) - (eps_empty ** 2).sum(1))
+    expected_p = (0.3 * torch.exp(0.7 * log_ratio)).clamp(1e-6, 0.99)
+    torch.testing.assert_close(state.p, expected_p, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(scale, settings.strength * expected_p / (1 - expected_p), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", dynamic.METHODS)
+def test_kernel_update_is_bayes_with_gaussian_reverse_kernels(method):
+    settings = dynamic.DynamicNegative(prior=0.4, temperature=0.8, offset=0.01, p_max=0.999, method=method)
+    sigma_a, sigma_b = 2.0, 1.3
+    x_a = points(seed=2) * 2.0
+    empty_a, negative_a = predictions(x_a, sigma_a, 3)
+    x_b = points(seed=4) * 1.3
+    empty_b, negative_b = predictions(x_b, sigma_b, 5)
+    state = dynamic.DynamicNegativeState(settings)
+    state.update(x_a, sigma_a, empty_a, negative_a)
+    before = state.log_odds.clone()
+    p_a = state.p.clone()
+    state.update(x_b, sigma_b, empty_b, negative_b)
+
+    flat = lambda t: t.reshape(t.shape[0], -1)
+    r = sigma_b ** 2 / sigma_a ** 2
+    variance = sigma_b ** 2 * (1 - r)
+    mu_negative = r * flat(x_a) + (1 - r) * flat(negative_a)
+    mu_empty = r * flat(x_a) + (1 - r) * flat(empty_a)
+    if method == "mixture":
+        mu_other = (mu_empty - p_a[:, None] * mu_negative) / (1 - p_a[:, None])  # μ_¬ỹ from the mixture
+    else:
+        mu_other = mu_empty
+    squared = ((flat(x_b) - mu_negative) ** 2).sum(1) - ((flat(x_b) - mu_other) ** 2).sum(1)
+    vp_variance = variance / (1 + sigma_b ** 2)  # the offset's unit: variance-preserving
+    expected = before - 0.8 * squared / (2 * variance) + 0.01 / (2 * vp_variance)
+    low, high = (math.log(1e-6), math.log(0.999)) if method == "published" else (logit_of(1e-6), logit_of(0.999))
+    torch.testing.assert_close(state.log_odds, expected.clamp(low, high), rtol=1e-9, atol=1e-9)
+
+
+def test_same_sigma_uses_the_trapezoid_rule_on_the_logit_gradient():
+    settings = dynamic.DynamicNegative(prior=0.2, temperature=1.5)
+    sigma = 0.7
+    x_a, x_b = points(seed=6) * 0.7, points(seed=7) * 0.7
+    empty_a, negative_a = predictions(x_a, sigma, 8)
+    empty_b, negative_b = predictions(x_b, sigma, 9)
+    state = dynamic.DynamicNegativeState(settings)
+    state.update(x_a, sigma, empty_a, negative_a)
+    before, p_a = state.log_odds.clone(), state.p.clone()
+    state.update(x_b, sigma, empty_b, negative_b)
+    flat = lambda t: t.reshape(t.shape[0], -1)
+    gradient_a = flat(negative_a - empty_a) / (sigma ** 2 * (1 - p_a[:, None]))
+    gradient_b = flat(negative_b - empty_b) / (sigma ** 2 * (1 - p_a[:, None]))
+    expected = before + 1.5 * (0.5 * (gradient_a + gradient_b) * flat(x_b - x_a)).sum(1)
+    torch.testing.assert_close(state.log_odds, expected.clamp(logit_of(1e-6), logit_of(0.99)), rtol=1e-9, atol=1e-9)
+
+
+def test_higher_sigma_keeps_p_and_restarts_the_chain_there():
+    settings = dynamic.DynamicNegative(prior=0.3)
+    state = dynamic.DynamicNegativeState(settings)
+    x = points(seed=10)
+    state.update(x, 1.0, *predictions(x, 1.0, 11))
+    kept = state.log_odds.clone()
+    x_high = points(seed=12) * 3
+    state.update(x_high, 3.0, *predictions(x_high, 3.0, 13))  # re-noised
+    assert torch.equal(state.log_odds, kept)
+    # The next update starts from the re-noised point, not from the earlier one.
+    restarted = dynamic.DynamicNegativeState(settings)
+    restarted.log_odds = kept.clone()
+    restarted.update(x_high, 3.0, *predictions(x_high, 3.0, 13))
+    x_next = points(seed=14) * 2
+    for s in (state, restarted):
+        s.update(x_next, 2.0, *predictions(x_next, 2.0, 15))
+    assert torch.equal(state.log_odds, restarted.log_odds)
+    assert not torch.equal(state.log_odds, kept)
+
+
+def test_skipped_evaluation_keeps_p_and_the_next_one_only_restarts():
+    state = dynamic.DynamicNegativeState(dynamic.DynamicNegative(prior=0.3))
+    x = points(seed=16)
+    state.update(x, 1.0, *predictions(x, 1.0, 17))
+    kept = state.log_odds.clone()
+    state.skip()
+    x_later = points(seed=18) * 0.5
+    state.update(x_later, 0.5, *predictions(x_later, 0.5, 19))
+    assert torch.equal(state.log_odds, kept)
+
+
+@pytest.mark.parametrize("method", dynamic.METHODS)
+def test_constant_p_gives_the_constant_scale(method):
+    """τ = 0, δ = 0: p stays at the prior through every kind of evaluation, so s⁻ = λ·prior/(1 − prior)."""
+    settings = dynamic.DynamicNegative(strength=3.0, prior=0.25, temperature=0.0, method=method)
+    expected = 3.0 * 0.25 / 0.75
+    assert settings.constant_scale() == pytest.approx(expected)
+    state = dynamic.DynamicNegativeState(settings)
+    for i, sigma in enumerate((10.0, 4.0, 4.0, 2.0, 3.0, 1.0, 0.1)):
+        x = points(seed=20 + i) * sigma
+        scale = state.update(x, sigma, *predictions(x, sigma, 40 + i))
+        torch.testing.assert_close(scale, torch.full_like(scale, expected), rtol=1e-12, atol=0)
+
+
+def test_flow_model_is_tracked_in_variance_exploding_units():
+    """A flow model's (x, σ) = ((1 − σ)·x_ve/(1 + σ_ve)…): the state sees x/(1 − σ), σ/(1 − σ), and its pure-noise
+    start σ = 1 keeps the prior."""
+    settings = dynamic.DynamicNegative(prior=0.3)
+    flow_state = dynamic.DynamicNegativeState(settings, flow=True)
+    ve_state = dynamic.DynamicNegativeState(settings)
+    x = points(seed=30)
+    flow_state.update(x, 1.0, *predictions(x, 1.0, 31))
+    torch.testing.assert_close(flow_state.p, torch.full((x.shape[0],), 0.3, dtype=x.dtype))
+    first = True
+    for i, flow_sigma in enumerate((0.8, 0.5, 0.5, 0.2)):
+        x = points(seed=32 + i)
+        empty, negative = predictions(x, flow_sigma, 50 + i)
+        flow_state.update(x, flow_sigma, empty, negative)
+        ve_x, ve_sigma = x / (1 - flow_sigma), flow_sigma / (1 - flow_sigma)
+        if first:  # the VE run starts where the flow run stands, its first evaluation after σ = 1
+            ve_state.log_odds = logit(torch.full((x.shape[0],), 0.3, dtype=x.dtype))
+            ve_state._previous = (torch.zeros(x.shape[0], x[0].numel(), dtype=x.dtype), math.inf, *(
+                t.reshape(x.shape[0], -1) for t in predictions(points(seed=30), 1.0, 31)), 1.0)
+            first = False
+        ve_state.update(ve_x, ve_sigma, empty, negative)
+        torch.testing.assert_close(flow_state.log_odds, ve_state.log_odds, rtol=1e-9, atol=1e-9)
+
+
+def test_batch_elements_are_independent():
+    settings = dynamic.DynamicNegative(prior=0.4, temperature=0.5)
+    together = dynamic.DynamicNegativeState(settings)
+    alone = [dynamic.DynamicNegativeState(settings) for _ in range(3)]
+    for i, sigma in enumerate((5.0, 2.0, 2.0, 0.5)):
+        x = points(n=3, seed=60 + i) * sigma
+        empty, negative = predictions(x, sigma, 70 + i)
+        scale = together.update(x, sigma, empty, negative)
+        for j, state in enumerate(alone):
+            torch.testing.assert_close(state.update(x[j:j + 1], sigma, empty[j:j + 1], negative[j:j + 1]),
+                                       scale[j:j + 1], rtol=1e-12, atol=1e-12)
+
+
+def test_no_host_device_synchronisation():
+    """On meta tensors any .item(), float() or `if tensor` raises: the update must be pure tensor arithmetic."""
+    for method in dynamic.METHODS:
+        state = dynamic.DynamicNegativeState(dynamic.DynamicNegative(offset=0.01, method=method))
+        for sigma in (10.0, 3.0, 3.0, 5.0, 1.0):
+            x = torch.empty(2, 4, 8, 8, device="meta")
+            scale = state.update(x, sigma, torch.empty_like(x), torch.empty_like(x))
+            assert scale.shape == (2,) and scale.device.type == "meta"
+
+
+def test_scale_is_bounded_by_p_max():
+    settings = dynamic.DynamicNegative(strength=2.0, prior=0.5, temperature=50.0, p_max=0.9)
+    state = dynamic.DynamicNegativeState(settings)
+    x = points(seed=80) * 2
+    empty, negative = predictions(x, 2.0, 81)
+    scale = state.update(x, 2.0, empty, negative)
+    assert bool((scale <= 2.0 * 0.9 / 0.1 + 1e-9).all()) and bool((scale >= 0).all())
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"strength": -1.0}, "strength must be 0 or more"),
+    ({"prior": 0.0}, "prior must lie strictly between 0 and 1"),
+    ({"temperature": -0.1}, "temperature must be 0 or more"),
+    ({"p_max": 1.0}, "p_max must lie strictly between 0 and 1"),
+    ({"prior": 0.95, "p_max": 0.9}, "must not be greater than p_max"),
+    ({"offset": math.nan}, "offset must be a finite number"),
+])
+def test_validation_names_node_and_input(inputs, message):
+    values = {"strength": 2.0, "prior": 0.5, "temperature": 1.0, "offset": 0.0, "p_max": 0.99, **inputs}
+    problem = dynamic.validate("DynamicNegativeScale", **values)
+    assert problem is not None and problem.startswith("DynamicNegativeScale: ") and message in problem
+
+
+def test_defaults_and_presets_are_valid():
+    for settings in (dynamic.DynamicNegative(), *dynamic.PRESETS.values()):
+        assert dynamic.validate("X", settings.strength, settings.prior, settings.temperature, settings.offset,
+                                settings.p_max) is None
