@@ -34,6 +34,7 @@ Variants (the dynamic-negative tables):
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -243,6 +244,7 @@ SETTINGS = (
 )
 
 
+@functools.lru_cache(maxsize=None)
 def dynamic_module():
     return support.load_pure_module("nodes/dynamic.py", "negguide_dynamic")
 
