@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .trace import LatentRuns, executing_prompt, runs_for
+
 log = logging.getLogger("comfyui-negative-guidance")
 
 LAYER_RULES = ("non_middle", "all")
@@ -163,6 +165,8 @@ def _mean(values):
 @dataclass(eq=False)
 class ProbeRun:
     sigmas: list
+    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
+    sampler_node: str | None = None
     pending: list = field(default_factory=list, repr=False)  # LiveEvaluation, not yet read
     recorded: list = field(default_factory=list, repr=False)  # ProbeEvaluation
 
@@ -216,6 +220,7 @@ class AttentionProbe:
         self.map_size, self.layers, self.keep_maps = int(map_size), layers, keep_maps
         self.words = words
         self.runs: deque = deque(maxlen=MAX_RUNS)
+        self.shown = LatentRuns()
         self._modules = {}
         self._positions = {}
 
@@ -234,7 +239,8 @@ class AttentionProbe:
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def _start_run(self, sigmas: list) -> ProbeRun:
-        self.runs.append(ProbeRun([float(s) for s in sigmas]))
+        prompt_id, node_id = executing_prompt()
+        self.runs.append(ProbeRun([float(s) for s in sigmas], prompt_id, node_id))
         return self.runs[-1]
 
     def attn2_patch(self, n, context, value, extra_options):
@@ -318,6 +324,11 @@ class AttentionProbe:
     @property
     def last_run(self) -> ProbeRun | None:
         return self.runs[-1] if self.runs else None
+
+    def run_for(self, latent) -> ProbeRun | None:
+        """The run a plot that receives `latent` (the sampler's output) may show: one sampled in the prompt now
+        executing, or the one already shown for this very latent; never an older run (trace.runs_for)."""
+        return runs_for(self.runs, self.shown, latent)
 
     def to_json(self, run: ProbeRun | None = None) -> str:
         run = run if run is not None else self.last_run

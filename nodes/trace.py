@@ -29,6 +29,7 @@ import bisect
 import json
 import logging
 import math
+import weakref
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
@@ -79,6 +80,8 @@ class RunRecord:
     window_unit: str
     extra_negatives: int
     sigmas: list
+    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
+    sampler_node: str | None = None  # the node that sampled it
     pending: list = field(default_factory=list, repr=False)  # PendingEvaluation, not yet read
     recorded: list = field(default_factory=list, repr=False)  # EvaluationRecord
 
@@ -211,22 +214,37 @@ class RunRecorder:
         self.record.pending.append(measure(coefficients, batch, timestep, cond_pred, negative_preds, empty_pred))
 
 
+def executing_prompt():
+    """(prompt id, node id) of the ComfyUI prompt being executed, or (None, None) outside one (direct calls)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:  # a ComfyUI without execution contexts
+        return None, None
+    context = get_executing_context()
+    return (context.prompt_id, context.node_id) if context is not None else (None, None)
+
+
 class GuidanceTrace:
     """The handle a graph passes from NegativeGuidanceTrace to the guidance node and on to the plot node.
 
-    Keeps the newest MAX_RUNS runs; `last_run` is the one a plot shows.
+    Keeps the newest MAX_RUNS runs. ComfyUI caches the input-less handle node, so one handle outlives many queued
+    prompts: every run is stamped with the prompt it was sampled in, and `run_for` gives a plot only a run of the
+    sampling it follows (see there).
     """
 
     def __init__(self, max_runs: int = MAX_RUNS):
         self.runs: deque = deque(maxlen=max_runs)
+        self.shown = LatentRuns()
 
     def start_run(self, settings, sigmas) -> RunRecorder:
         window = settings.window
+        prompt_id, node_id = executing_prompt()
         record = RunRecord(cfg=float(settings.cfg), neg_scale=float(settings.negative_scale),
                            window={"start": window.start, "end": window.end, "ramp": window.ramp,
                                    "ramp_width": window.ramp_width},
                            window_unit=settings.window_unit, extra_negatives=len(settings.extra_negatives),
-                           sigmas=[float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()])
+                           sigmas=[float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()],
+                           prompt_id=prompt_id, sampler_node=node_id)
         self.runs.append(record)
         log.debug("guidance trace: run %d started, %d sigmas", len(self.runs), len(record.sigmas))
         return RunRecorder(record)
@@ -235,10 +253,51 @@ class GuidanceTrace:
     def last_run(self) -> RunRecord | None:
         return self.runs[-1] if self.runs else None
 
+    def run_for(self, latent) -> RunRecord | None:
+        """The run a plot that receives `latent` (the sampler's output) may show; see `runs_for`."""
+        return runs_for(self.runs, self.shown, latent)
+
     def to_json(self, run: RunRecord | None = None) -> str:
         run = run if run is not None else self.last_run
         return json.dumps(run.to_dict() if run is not None else None, indent=1, allow_nan=False,
                           default=lambda value: None)
+
+
+class LatentRuns:
+    """The runs a plot has shown, by the latent it showed them for (held weakly: a latent ComfyUI no longer
+    caches cannot come back)."""
+
+    def __init__(self):
+        self._runs = {}
+
+    def remember(self, latent, run):
+        samples = _samples(latent)
+        if samples is None:
+            return
+        self._runs = {key: (ref, r) for key, (ref, r) in self._runs.items() if ref() is not None}
+        self._runs[id(samples)] = (weakref.ref(samples), run)
+
+    def get(self, latent):
+        samples = _samples(latent)
+        ref, run = self._runs.get(id(samples), (None, None))
+        return run if ref is not None and ref() is samples else None
+
+
+def _samples(latent):
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    return samples if isinstance(samples, torch.Tensor) else None
+
+
+def runs_for(runs, shown: LatentRuns, latent):
+    """The newest run sampled in the prompt now executing (the sampling this plot follows ran in it), else the run
+    already shown for this very latent (ComfyUI re-ran the plot on a cached sampler output), else None: an older
+    run belongs to another sampling (the handle node is cached across prompts) and is never shown."""
+    prompt_id, _ = executing_prompt()
+    current = [run for run in runs if run.prompt_id == prompt_id]
+    run = current[-1] if current else shown.get(latent)
+    if run is not None:
+        shown.remember(latent, run)
+    return run
 
 
 def _finite(values):
