@@ -8,7 +8,7 @@ plain CFG with a blended unconditional prediction, so RescaleCFG-style patches k
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -38,11 +38,21 @@ class RunSchedule:
     progress_maps: tuple  # one per negative term, main negative first
     sequential: bool = False
     observer: object = None
+    _settings_by_cfg: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def coefficients(self, sigma: float) -> schedule.StepCoefficients:
+    def coefficients(self, sigma: float, cfg: float | None = None) -> schedule.StepCoefficients:
+        """One evaluation's coefficients; `cfg`, when given, is s⁺ as it stands now (the run started at
+        settings.cfg)."""
+        settings = self.settings if cfg is None or cfg == self.settings.cfg else self._at_cfg(cfg)
         weights = [term.window.weight(progress_map.progress(sigma))
-                   for term, progress_map in zip(self.settings.terms, self.progress_maps)]
-        return self.settings.at(weights)
+                   for term, progress_map in zip(settings.terms, self.progress_maps)]
+        return settings.at(weights)
+
+    def _at_cfg(self, cfg: float) -> schedule.GuidanceSettings:
+        cache = self._settings_by_cfg
+        if cfg not in cache:
+            cache[cfg] = replace(self.settings, cfg=cfg)
+        return cache[cfg]
 
 
 def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor) -> schedule.ProgressMap:
@@ -90,37 +100,55 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
 
     `negatives` holds the main negative ỹ first, then any extra ones, matching coefficients.negatives.
     The batch handed to calc_cond_batch is [y, ỹ, ∅, ỹ₂, ỹ₃, ...].
+
+    What CFG hooks (sampler_cfg_function, pre/post-CFG functions, and so the CFG++ samplers and SAG, which read the
+    unconditional prediction) receive: cond = eps(y), cond_scale = s⁺ and uncond = u*, the blended unconditional
+    prediction that makes this evaluation plain CFG (StepCoefficients.blends; at s⁺ = 1 its limit, which for the
+    defaults is eps(ỹ), as in a stock KSampler at cfg 1). Where no u* exists (s⁺ = 1 with a negative of fixed
+    scale acting), they receive eps(∅), and the negative term is applied after them.
+
+    A conditioning whose coefficient is zero is not evaluated and comes back as zeros, as calc_cond_batch returns
+    them. With `disable_cfg1_optimization` (set by the CFG++ samplers and SAG) the conditionings that u* is made
+    of are evaluated too, as a stock sampler evaluates the negative at cfg 1: never more.
     """
-    if coefficients.needs_empty and empty is None:
+    need_negatives = coefficients.needs_negatives
+    need_empty = coefficients.needs_empty
+    if model_options.get("disable_cfg1_optimization", False):
+        need_negatives = tuple(a or b for a, b in zip(need_negatives, coefficients.blend_needs_negatives))
+        need_empty = need_empty or coefficients.blend_needs_empty
+    if need_empty and empty is None:
+        reason = ("the formula uses eps(∅)" if coefficients.needs_empty else
+                  "the sampler or a model patch (CFG++ samplers, SAG) reads the unconditional prediction, here eps(∅)")
         raise ValueError(f"{node}: connect 'empty' (the empty prompt): at sigma {current_sigma(timestep):.4g} "
-                         f"with cfg {coefficients.cond_scale} the formula uses eps(∅).")
-    batch = [positive, negatives[0], empty, *negatives[1:]]
-    if not model_options.get("disable_cfg1_optimization", False):
-        # A conditioning whose coefficient is zero is not evaluated; it comes back as zeros, which the weights
-        # below multiply by zero.
-        need_negative = coefficients.needs_negatives
-        needed = (coefficients.needs_positive, need_negative[0], coefficients.needs_empty, *need_negative[1:])
-        batch = [conds if need else None for conds, need in zip(batch, needed)]
+                         f"with cfg {coefficients.cond_scale} {reason}.")
+    needed = (coefficients.needs_positive, need_negatives[0], need_empty, *need_negatives[1:])
+    batch = [conds if need else None
+             for conds, need in zip([positive, negatives[0], empty, *negatives[1:]], needed)]
     outputs = evaluate(model, batch, x, timestep, model_options, sequential)
     cond_pred, empty_pred = outputs[0], outputs[2]
     negative_preds = [outputs[1], *outputs[3:]]
+    negative_conds = [batch[1], *batch[3:]]
     if observer is not None:
         observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred)
 
     negative_term = None
-    if coefficients.has_cfg_term:
+    blends = coefficients.blends
+    if blends is not None:
         # Plain CFG against u* = e + Σ αᵢ(nᵢ − e): ComfyUI's cfg_function does the final combination, so
         # sampler_cfg_function / post-CFG patches see (cond, uncond = u*, cond_scale = s⁺).
         uncond_pred = empty_pred
-        for alpha, negative_pred in zip(coefficients.blends, negative_preds):
+        for alpha, negative_pred in zip(blends, negative_preds):
             if alpha != 0.0:
                 uncond_pred = uncond_pred + alpha * (negative_pred - empty_pred)
-        # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s.
-        uncond = batch[1] if coefficients.blends[0] != 0.0 else batch[2]
+        # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s, else the first
+        # extra negative's that takes part (None where nothing was evaluated, as in a stock KSampler at cfg 1).
+        candidates = [negative_conds[0] if blends[0] != 0.0 else None, batch[2],
+                      *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if alpha != 0.0)]
+        uncond = next((c for c in candidates if c is not None), None)
     else:
-        # s⁺ = 1: no CFG term, so no u* exists. The hooks see what a stock KSampler at cfg 1 gives them
-        # (cond = eps(y), cond_scale 1; uncond = eps(∅) where it was evaluated) and the negative term is applied
-        # after them, so that a post-CFG patch such as PerturbedAttentionGuidance does not scale it too.
+        # s⁺ = 1 with a fixed negative acting: no CFG term and no u*. The hooks see eps(∅) as the unconditional
+        # prediction, and the negative term is applied after them, so that a post-CFG patch such as
+        # PerturbedAttentionGuidance does not scale it too.
         for s, need, negative_pred in zip(coefficients.negatives, coefficients.needs_negatives, negative_preds):
             if need:
                 term = s * (negative_pred - empty_pred)
@@ -173,12 +201,13 @@ class GuidancePlan:
 
 
 def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
-    """`predict` with a CFGGuider's processed conditionings."""
+    """`predict` with a CFGGuider's processed conditionings, at the guider's cfg as it stands at this evaluation
+    (a PREDICT_NOISE wrapper such as ComfyUI's CFGOverride may change guider.cfg for some evaluations)."""
     conds = guider.conds
     negatives = [conds.get("negative"), *(conds.get(EXTRA_KEY.format(i)) for i in range(len(run.settings.extra_negatives)))]
     return predict(guider.inner_model, conds.get("positive"), negatives, conds.get(EMPTY_KEY),
-                   run.coefficients(current_sigma(timestep)), x, timestep, model_options, node, run.sequential,
-                   run.observer)
+                   run.coefficients(current_sigma(timestep), float(guider.cfg)), x, timestep, model_options, node,
+                   run.sequential, run.observer)
 
 
 class NegativeGuider(comfy.samplers.CFGGuider):
@@ -196,7 +225,8 @@ class NegativeGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive, "negative": negative, **self.plan.conditionings()})
 
     def outer_sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        self.run_schedule = self.plan.begin_run(self.plan.settings, self.model_patcher, sigmas, self.node)
+        settings = replace(self.plan.settings, cfg=float(self.cfg))
+        self.run_schedule = self.plan.begin_run(settings, self.model_patcher, sigmas, self.node)
         try:
             return super().outer_sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
@@ -210,9 +240,12 @@ class NegativeGuidancePatch:
     """MODEL patch for KSampler & co.: positive = y, negative = ỹ, cfg = s⁺, and ∅ (and extra negatives) from
     the patch.
 
-    OUTER_SAMPLE adds the plan's conditionings to the guider's before ComfyUI processes them (areas, masks,
-    ControlNet, model-specific conditioning all apply to them), and PREDICT_NOISE replaces
-    CFGGuider.predict_noise with `predict`, so all predictions come from one batched forward, as in the guider.
+    One OUTER_SAMPLE wrapper adds the plan's conditionings to the guider's before ComfyUI processes them (areas,
+    masks, ControlNet, model-specific conditioning all apply to them), and, for this run only, gives the guider
+    its own `predict_noise`: `predict`, so all predictions come from one batched forward, as in the guider.
+    CFGGuider builds its PREDICT_NOISE executor from `self.predict_noise` at each evaluation, so every PREDICT_NOISE
+    wrapper on the model (ComfyUI's LazyCache, CFGOverride, any pack's) still wraps it, whichever order the model
+    nodes come in.
     """
 
     node = "NegativeGuidance"
@@ -223,12 +256,12 @@ class NegativeGuidancePatch:
 
     def apply_to(self, model):
         patched = model.clone()
-        for wrapper_type, wrapper in ((comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, self.outer_sample),
-                                      (comfy.patcher_extension.WrappersMP.PREDICT_NOISE, self.predict_noise)):
-            if patched.get_wrappers(wrapper_type, WRAPPER_KEY):
-                log.info("%s: replacing an earlier NegativeGuidance patch on this model", self.node)
-                patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
-            patched.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
+        outer_sample = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+        if patched.get_wrappers(outer_sample, WRAPPER_KEY):
+            log.info("%s: replacing an earlier NegativeGuidance patch on this model", self.node)
+        for wrapper_type in (outer_sample, comfy.patcher_extension.WrappersMP.PREDICT_NOISE):
+            patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+        patched.add_wrapper_with_key(outer_sample, WRAPPER_KEY, self.outer_sample)
         return patched
 
     def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
@@ -246,15 +279,17 @@ class NegativeGuidancePatch:
         # Hooks on these were not registered by CFGGuider.sample (it ran before this wrapper): drop them.
         comfy.samplers.filter_registered_hooks_on_conds(added, guider.model_options)
         guider.conds.update(added)
-        guider.negative_guidance_run = run
+
+        def predict_noise(x, timestep, model_options={}, seed=None):
+            return predict_for(guider, run, x, timestep, model_options, self.node)
+
+        had_own = "predict_noise" in vars(guider)
+        previous = vars(guider).get("predict_noise")
+        guider.predict_noise = predict_noise
         try:
             return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
-            guider.negative_guidance_run = None
-
-    def predict_noise(self, executor, x, timestep, model_options={}, seed=None):
-        guider = executor.class_obj
-        run = getattr(guider, "negative_guidance_run", None)
-        if run is None:
-            return executor(x, timestep, model_options, seed)
-        return predict_for(guider, run, x, timestep, model_options, self.node)
+            if had_own:
+                guider.predict_noise = previous
+            else:
+                del guider.predict_noise

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .trace import LatentRuns, executing_prompt, runs_for
+
 log = logging.getLogger("comfyui-negative-guidance")
 
 LAYER_RULES = ("non_middle", "all")
@@ -118,7 +120,6 @@ class ProbeEvaluation:
     positive_restricted: list = field(default_factory=list)
     negative_restricted: list = field(default_factory=list)
     maps: list = field(default_factory=list)  # with keep_maps: one dict per layer and branch
-    seen: set = field(default_factory=set, repr=False)  # layer calls recorded (block, index, chunks)
 
     def ratio(self, restricted: bool = False) -> float | None:
         top = self.negative_restricted if restricted else self.negative
@@ -135,14 +136,66 @@ class ProbeEvaluation:
                 "negative_norm_sum_word_restricted": _mean(self.negative_restricted)}
 
 
+SUMS = ("positive", "negative", "positive_restricted", "negative_restricted")
+
+
+@dataclass(eq=False)
+class LiveEvaluation:
+    """An evaluation while sampling: its timestep tensor and the norm sums as tensors on the model's device (no
+    number is converted to Python while sampling; each conversion would make the CPU wait for the GPU)."""
+
+    timestep: torch.Tensor  # the tensor ComfyUI hands every layer of this evaluation (transformer_options["sigmas"])
+    layers: int = 0
+    sums: dict = field(default_factory=dict)  # name in SUMS -> (batch,) tensor
+    maps: list = field(default_factory=list)
+    seen: set = field(default_factory=set)  # layer calls recorded (block, index, chunks)
+
+    def add(self, name: str, values: torch.Tensor):
+        current = self.sums.get(name)
+        if current is None:
+            self.sums[name] = values
+        elif current.shape == values.shape:
+            self.sums[name] = current + values
+
+
 def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-@dataclass
+@dataclass(eq=False)
 class ProbeRun:
     sigmas: list
-    evaluations: list = field(default_factory=list)
+    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
+    sampler_node: str | None = None
+    pending: list = field(default_factory=list, repr=False)  # LiveEvaluation, not yet read
+    recorded: list = field(default_factory=list, repr=False)  # ProbeEvaluation
+
+    @property
+    def evaluations(self) -> list:
+        """The evaluations in order (reading converts the ones recorded since the last read, in one transfer)."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.recorded.extend(self._finish(pending))
+        return self.recorded
+
+    def _finish(self, pending: list) -> list:
+        flat = [t.reshape(-1).float() for live in pending
+                for t in (live.timestep.reshape(-1)[:1], *(live.sums[name] for name in SUMS if name in live.sums))]
+        device = flat[0].device
+        values = torch.cat([t.to(device) for t in flat]).tolist()  # the one host-device synchronisation
+        out, at = [], 0
+        for live in pending:
+            sigma = values[at]
+            at += 1
+            evaluation = ProbeEvaluation(len(self.recorded) + len(out), _step_of(self.sigmas, sigma), sigma,
+                                         live.layers, maps=live.maps)
+            for name in SUMS:
+                if name in live.sums:
+                    count = live.sums[name].numel()
+                    setattr(evaluation, name, values[at:at + count])
+                    at += count
+            out.append(evaluation)
+        return out
 
     def to_dict(self) -> dict:
         return {"sigmas": self.sigmas, "evaluations": [e.to_dict() for e in self.evaluations]}
@@ -167,7 +220,9 @@ class AttentionProbe:
         self.map_size, self.layers, self.keep_maps = int(map_size), layers, keep_maps
         self.words = words
         self.runs: deque = deque(maxlen=MAX_RUNS)
+        self.shown = LatentRuns()
         self._modules = {}
+        self._positions = {}
 
     # -- ComfyUI hooks --
 
@@ -180,8 +235,13 @@ class AttentionProbe:
         return self.attn2_patch(n, context, value, extra_options)
 
     def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        self.runs.append(ProbeRun([float(s) for s in sigmas.reshape(-1).tolist()]))
+        self._start_run(sigmas.reshape(-1).tolist())
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
+    def _start_run(self, sigmas: list) -> ProbeRun:
+        prompt_id, node_id = executing_prompt()
+        self.runs.append(ProbeRun([float(s) for s in sigmas], prompt_id, node_id))
+        return self.runs[-1]
 
     def attn2_patch(self, n, context, value, extra_options):
         """ComfyUI's attn2_patch signature; returns its inputs untouched."""
@@ -195,9 +255,8 @@ class AttentionProbe:
         if module is None:
             return n, context, value
         shape = extra_options.get("activations_shape")
-        sigma = float(extra_options["sigmas"].reshape(-1)[0])
         with torch.no_grad():
-            self._record(module, n, context, chunks, shape, sigma, extra_options, block)
+            self._record(module, n, context, chunks, shape, extra_options, block)
         return n, context, value
 
     # -- internals --
@@ -208,71 +267,74 @@ class AttentionProbe:
             self._modules[key] = find_attn2(self.diffusion_model, block, block_index)
         return self._modules[key]
 
-    def _evaluation(self, sigma: float, extra_options, layer_key) -> ProbeEvaluation:
-        """The evaluation this layer call belongs to: a new one when the sigma changes or this layer has already
-        been seen for this prompt (a second-order sampler evaluates twice in a row at the same sigma)."""
+    def _evaluation(self, extra_options, layer_key) -> LiveEvaluation:
+        """The evaluation this layer call belongs to. ComfyUI hands every layer of one evaluation the same timestep
+        tensor (also when it splits the batch into several forwards, or the pack evaluates the prompts one by
+        one); a new tensor, or a layer already seen for this prompt, starts the next evaluation."""
         if not self.runs:  # sampled without OUTER_SAMPLE (should not happen with ComfyUI's samplers)
             sample_sigmas = extra_options.get("sample_sigmas")
-            self.runs.append(ProbeRun([float(s) for s in sample_sigmas.reshape(-1).tolist()]
-                                      if sample_sigmas is not None else [sigma]))
+            self._start_run(sample_sigmas.reshape(-1).tolist() if sample_sigmas is not None
+                            else extra_options["sigmas"].reshape(-1)[:1].tolist())
         run = self.runs[-1]
-        current = run.evaluations[-1] if run.evaluations else None
-        if current is None or current.sigma != sigma or layer_key in current.seen:
-            current = ProbeEvaluation(len(run.evaluations), _step_of(run.sigmas, sigma), sigma)
-            run.evaluations.append(current)
+        timestep = extra_options["sigmas"]
+        current = run.pending[-1] if run.pending else None
+        if current is None or current.timestep is not timestep or layer_key in current.seen:
+            current = LiveEvaluation(timestep)
+            run.pending.append(current)
         current.seen.add(layer_key)
         return current
 
-    def _record(self, module, n, context, chunks, shape, sigma, extra_options, block):
+    def _word_indices(self, branch: int, keys: int, device) -> tuple:
+        """The word's and the prompt's word positions as index tensors on the device, made once per shape (a
+        Python list as an index would be copied to the device at every call)."""
+        key = (branch, keys, device)
+        if key not in self._positions:
+            prompt = self.positive if branch == POSITIVE_CHUNK else self.negative
+            word = self.positive_word if branch == POSITIVE_CHUNK else self.negative_word
+            positions, word_positions = context_positions(prompt, word, keys)
+            self._positions[key] = (torch.tensor(positions, dtype=torch.long, device=device),
+                                    torch.tensor(word_positions, dtype=torch.long, device=device))
+        return self._positions[key]
+
+    def _record(self, module, n, context, chunks, shape, extra_options, block):
         layer_key = (block[0], block[1], extra_options.get("block_index", 0), tuple(chunks))
-        evaluation = self._evaluation(sigma, extra_options, layer_key)
+        evaluation = self._evaluation(extra_options, layer_key)
         heads, dim_head = extra_options["n_heads"], extra_options["dim_head"]
         rows = n.shape[0] // len(chunks)
         height, width = (shape[2], shape[3]) if shape is not None else _square(n.shape[1])
         for chunk_index, branch in enumerate(chunks):
             if branch not in (POSITIVE_CHUNK, NEGATIVE_CHUNK):
                 continue
-            prompt = self.positive if branch == POSITIVE_CHUNK else self.negative
-            word = self.positive_word if branch == POSITIVE_CHUNK else self.negative_word
             part = slice(chunk_index * rows, (chunk_index + 1) * rows)
             probs = attention_probabilities(module, n[part], context[part], heads, dim_head)  # (b, HW, T)
-            positions, word_positions = context_positions(prompt, word, probs.shape[-1])
-            plain = probs[..., positions].sum(-1)
-            restricted_mass = probs[..., word_positions].sum(-1).clamp_min(1e-30)
+            positions, word_positions = self._word_indices(branch, probs.shape[-1], probs.device)
+            plain = probs.index_select(-1, positions).sum(-1)
+            restricted_mass = probs.index_select(-1, word_positions).sum(-1).clamp_min(1e-30)
             restricted = plain / restricted_mass
-            plain_norm = frobenius_upsampled(plain, height, width, self.map_size)
-            restricted_norm = frobenius_upsampled(restricted, height, width, self.map_size)
-            plain_sum = evaluation.positive if branch == POSITIVE_CHUNK else evaluation.negative
-            restricted_sum = (evaluation.positive_restricted if branch == POSITIVE_CHUNK
-                              else evaluation.negative_restricted)
-            _accumulate(plain_sum, plain_norm)
-            _accumulate(restricted_sum, restricted_norm)
+            name = "positive" if branch == POSITIVE_CHUNK else "negative"
+            evaluation.add(name, frobenius_upsampled(plain, height, width, self.map_size))
+            evaluation.add(name + "_restricted", frobenius_upsampled(restricted, height, width, self.map_size))
             if branch == NEGATIVE_CHUNK:
                 evaluation.layers += 1
             if self.keep_maps:
                 evaluation.maps.append({"block": tuple(block), "block_index": extra_options.get("block_index", 0),
-                                        "branch": "positive" if branch == POSITIVE_CHUNK else "negative",
-                                        "map": plain.reshape(-1, height, width).cpu(), "n": n[part].cpu(),
-                                        "context": context[part].cpu()})
+                                        "branch": name, "map": plain.reshape(-1, height, width).cpu(),
+                                        "n": n[part].cpu(), "context": context[part].cpu()})
 
     @property
     def last_run(self) -> ProbeRun | None:
         return self.runs[-1] if self.runs else None
 
-    def to_json(self) -> str:
-        run = self.last_run
+    def run_for(self, latent) -> ProbeRun | None:
+        """The run a plot that receives `latent` (the sampler's output) may show: one sampled in the prompt now
+        executing, or the one already shown for this very latent; never an older run (trace.runs_for)."""
+        return runs_for(self.runs, self.shown, latent)
+
+    def to_json(self, run: ProbeRun | None = None) -> str:
+        run = run if run is not None else self.last_run
         payload = {"positive_word": self.words[0], "negative_word": self.words[1], "map_size": self.map_size,
                    "layers": self.layers, "run": run.to_dict() if run is not None else None}
         return json.dumps(payload, indent=1, default=lambda value: None)
-
-
-def _accumulate(target: list, values: torch.Tensor):
-    values = [float(v) for v in values]
-    if not target:
-        target.extend(values)
-    elif len(target) == len(values):
-        for i, v in enumerate(values):
-            target[i] += v
 
 
 def _square(tokens: int):
@@ -330,14 +392,14 @@ def is_unet(diffusion_model) -> bool:
     return all(hasattr(diffusion_model, name) for name in ("input_blocks", "middle_block", "output_blocks"))
 
 
-def render_probe(probe: AttentionProbe, width: int = 900, height: int = 480):
+def render_probe(probe: AttentionProbe, run: ProbeRun | None = None, width: int = 900, height: int = 480):
     """r_t per step (plain and word-restricted) as an IMAGE tensor (1, H, W, 3)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from .trace import figure_to_image
 
-    run = probe.last_run
+    run = run if run is not None else probe.last_run
     evaluations = run.evaluations if run is not None else []
     xs = [e.step + _fraction(run.sigmas, e) for e in evaluations]
     dpi = 100

@@ -26,16 +26,24 @@ RAMPS = ("hard", "linear", "smoothstep")
 # counted: 0.167 is step 5 of 30 (5/30 = 0.16667), 0.5 excludes step 15 of 30.
 EDGE_TOLERANCE = 5e-4
 
-# Coefficients closer to zero than this are treated as exactly zero, and their conditioning is not evaluated.
-# Same spirit as ComfyUI's math.isclose(cfg, 1.0) test for skipping the unconditional pass.
-ZERO_TOLERANCE = 1e-6
+# One notion of "zero" for every coefficient, the one ComfyUI's own CFG uses to skip the unconditional pass
+# (math.isclose(cfg, 1.0): relative tolerance 1e-9): a value is zero when it is within ZERO_RELATIVE_TOLERANCE of
+# the guidance's own scale, max(1, |s⁺|). A coefficient that is zero is treated as exactly zero and its
+# conditioning is not evaluated.
+ZERO_RELATIVE_TOLERANCE = 1e-9
 
 # The value of neg_scale that means "follow cfg": s⁻ = s⁺ − 1, ComfyUI's ordinary negative prompt.
 NEG_SCALE_FOLLOWS_CFG = -1.0
 
 
-def is_zero(value: float) -> bool:
-    return abs(value) <= ZERO_TOLERANCE
+def is_zero(value: float, cond_scale: float = 1.0) -> bool:
+    """Whether a coefficient is zero next to a CFG scale s⁺ (the same test as math.isclose(s⁺, 1.0) for s⁺ − 1)."""
+    return abs(value) <= ZERO_RELATIVE_TOLERANCE * max(1.0, abs(cond_scale))
+
+
+def is_one(cond_scale: float) -> bool:
+    """s⁺ = 1, where CFG has no guidance term: exactly ComfyUI's test for skipping the unconditional pass."""
+    return math.isclose(cond_scale, 1.0)
 
 
 def ramp_shape(ramp: str, u: float) -> float:
@@ -135,17 +143,26 @@ class GuidanceSettings:
         """Every negative as a NegativeTerm, the main one first."""
         return (NegativeTerm(self.negative_scale, self.window, self.window_unit), *self.extra_negatives)
 
+    @property
+    def follows_cfg(self) -> bool:
+        return self.neg_scale == NEG_SCALE_FOLLOWS_CFG
+
     def at(self, window_weights) -> "StepCoefficients":
         """Coefficients for one evaluation, given each term's window weight (main negative first)."""
-        return StepCoefficients(self.cfg, tuple(term.scale * w for term, w in zip(self.terms, window_weights)))
+        # A term that follows cfg has α = sᵢwᵢ / (s⁺ − 1) = wᵢ whatever s⁺ is: at s⁺ = 1 that is its value by
+        # continuity (the stock negative prompt at cfg 1: u* = eps(ỹ)). Any other term has a fixed sᵢ, zero there
+        # (or u* does not exist, see StepCoefficients.blends).
+        limit_blends = tuple(float(w) if i == 0 and self.follows_cfg else 0.0 for i, w in enumerate(window_weights))
+        return StepCoefficients(self.cfg, tuple(term.scale * w for term, w in zip(self.terms, window_weights)),
+                                limit_blends)
 
     def needs_empty(self) -> bool:
         """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
-        active = [t for t in self.terms if not is_zero(t.scale) and not t.window.is_empty]
+        active = [t for t in self.terms if not is_zero(t.scale, self.cfg) and not t.window.is_empty]
         if not active:
-            return not is_zero(1.0 - self.cfg)
+            return not is_one(self.cfg)
         if all(t.window.is_full for t in active):
-            return not is_zero(1.0 - self.cfg + sum(t.scale for t in active))
+            return self.at([1.0 if t in active else 0.0 for t in self.terms]).needs_empty
         # Some wᵢ takes 0 and 1 (or a ramp in between): the coefficient 1 − s⁺ + Σ sᵢwᵢ cannot vanish throughout.
         return True
 
@@ -155,10 +172,14 @@ class StepCoefficients:
     """One evaluation's guidance: eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e), with sᵢ = scaleᵢ·wᵢ(t), main negative first.
 
     Written as weights on the predictions: eps = s⁺·c − Σᵢ sᵢ·nᵢ + (1 − s⁺ + Σᵢ sᵢ)·e.
+    Every "is it zero" below is the one test of `is_zero` / `is_one` (ComfyUI's math.isclose), taken in the order
+    s⁺ = 1 first, then the blends αᵢ, so that no division by a vanishing sum can happen.
     """
 
     cond_scale: float  # s⁺
     negatives: tuple  # sᵢ = scaleᵢ·wᵢ(t)
+    # αᵢ of u* at s⁺ = 1 by continuity in s⁺ (GuidanceSettings.at): wᵢ for a term that follows cfg, else 0.
+    limit_blends: tuple | None = None
 
     @property
     def negative(self) -> float:
@@ -174,33 +195,63 @@ class StepCoefficients:
         return 1.0 - self.cond_scale + sum(self.negatives)
 
     @property
-    def needs_positive(self) -> bool:
-        return not is_zero(self.positive_weight)
-
-    @property
-    def needs_negatives(self) -> tuple:
-        return tuple(not is_zero(s) for s in self.negatives)
-
-    @property
-    def needs_empty(self) -> bool:
-        return not is_zero(self.empty_weight)
-
-    @property
     def has_cfg_term(self) -> bool:
-        """False at s⁺ = 1, where there is no CFG term to hand to ComfyUI's cfg_function."""
-        return not is_zero(self.cond_scale - 1.0)
+        """False at s⁺ = 1 (ComfyUI's math.isclose(cfg, 1.0)), where there is no CFG term."""
+        return not is_one(self.cond_scale)
 
     @property
-    def blends(self) -> tuple:
+    def needs_positive(self) -> bool:
+        return not is_zero(self.positive_weight, self.cond_scale)
+
+    @cached_property
+    def needs_negatives(self) -> tuple:
+        return tuple(not is_zero(s, self.cond_scale) for s in self.negatives)
+
+    @cached_property
+    def needs_empty(self) -> bool:
+        """Whether the formula itself uses eps(∅) at this evaluation."""
+        if not self.has_cfg_term:
+            # eps = c − Σ sᵢ(nᵢ − e): ∅ takes part exactly when some negative does.
+            return any(self.needs_negatives)
+        # (1 − s⁺ + Σ sᵢ) = (1 − s⁺)(1 − Σ αᵢ): zero exactly when the blends sum to one.
+        raw = [s / (self.cond_scale - 1.0) for s, need in zip(self.negatives, self.needs_negatives) if need]
+        return not math.isclose(sum(raw), 1.0)
+
+    @cached_property
+    def blends(self) -> tuple | None:
         """αᵢ in u* = e + Σᵢ αᵢ(nᵢ − e), the unconditional prediction that makes this step plain CFG:
         e + s⁺(c − e) − Σ sᵢ(nᵢ − e) = u* + s⁺(c − u*) with αᵢ = sᵢ / (s⁺ − 1). A single negative with α = 1 is
         the ordinary negative prompt (u* = n); all α = 0 is CFG against the empty prompt (u* = e).
-        Only defined when has_cfg_term."""
+
+        At s⁺ = 1 the CFG term vanishes and u* is its limit as s⁺ → 1, which exists when every negative with a
+        non-zero coefficient follows cfg (`limit_blends`; a term that follows cfg has α = w at any s⁺). With a
+        fixed sᵢwᵢ ≠ 0 at s⁺ = 1 no u* exists: None.
+        """
+        if not self.has_cfg_term:
+            if any(self.needs_negatives):
+                return None
+            return self.limit_blends if self.limit_blends is not None else tuple(0.0 for _ in self.negatives)
         active = [s if need else 0.0 for s, need in zip(self.negatives, self.needs_negatives)]
-        # Where ∅ drops out, Σ sᵢ = s⁺ − 1 within ZERO_TOLERANCE: normalise so that u* is exactly Σ αᵢnᵢ with
-        # Σ αᵢ = 1 (a single negative gives u* = n bit for bit, as ComfyUI's own CFG does).
+        # Where ∅ drops out, Σ αᵢ = 1 within the tolerance: normalise so that u* is exactly Σ αᵢnᵢ with Σ αᵢ = 1 (a
+        # single negative gives u* = n bit for bit, as ComfyUI's own CFG does). Σ sᵢ is then (s⁺ − 1)·Σ αᵢ ≠ 0.
         denominator = sum(active) if not self.needs_empty else self.cond_scale - 1.0
         return tuple(s / denominator for s in active)
+
+    @property
+    def blend_needs_negatives(self) -> tuple:
+        """Which negatives u* is made of (what a hook reading the unconditional prediction needs evaluated)."""
+        if self.blends is None:
+            return tuple(False for _ in self.negatives)
+        return tuple(not is_zero(alpha) for alpha in self.blends)
+
+    @property
+    def blend_needs_empty(self) -> bool:
+        """Whether u* uses eps(∅); without u* (s⁺ = 1 with a fixed negative acting) the hooks are handed eps(∅)."""
+        if self.blends is None:
+            return True
+        if self.has_cfg_term:
+            return self.needs_empty
+        return not math.isclose(sum(self.blends), 1.0)
 
 
 class ProgressMap:

@@ -5,6 +5,9 @@ NegativeGuidance / NegativeGuidanceGuider). When sampling starts, `GuidancePlan.
 `trace.start_run(settings, sigmas)` and gets a `RunRecorder`, which `guidance.predict` calls once per model
 evaluation with the predictions it already computed. The recorder only reads those tensors (in float64 copies),
 so recording cannot change the sampled result; without a trace no recorder exists and nothing is computed.
+While sampling, the recorder only queues a few reductions on the model's device and never converts a number to
+Python (that would make the CPU wait for the GPU at every evaluation); a run's numbers cross to the host in one
+transfer when the run is first read.
 
 Units. ComfyUI hands guidance the model's *denoised* predictions D (x₀ space). The noise prediction any model
 implies is eps = (x − D)/σ, so a difference of two noise predictions is −ΔD/σ: the norms below are ‖ΔD‖/σ,
@@ -26,8 +29,9 @@ import bisect
 import json
 import logging
 import math
+import weakref
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -66,7 +70,7 @@ class EvaluationRecord:
         return self.negative_scales[0]
 
 
-@dataclass
+@dataclass(eq=False)
 class RunRecord:
     """One sampling run: its settings, scheduled sigmas and the evaluations in order."""
 
@@ -76,7 +80,18 @@ class RunRecord:
     window_unit: str
     extra_negatives: int
     sigmas: list
-    evaluations: list
+    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
+    sampler_node: str | None = None  # the node that sampled it
+    pending: list = field(default_factory=list, repr=False)  # PendingEvaluation, not yet read
+    recorded: list = field(default_factory=list, repr=False)  # EvaluationRecord
+
+    @property
+    def evaluations(self) -> list:
+        """The evaluations in order (reading converts the ones recorded since the last read, in one transfer)."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.recorded.extend(finish(pending, self.sigmas, len(self.recorded)))
+        return self.recorded
 
     def to_dict(self) -> dict:
         return {"cfg": self.cfg, "neg_scale": self.neg_scale, "window": self.window, "window_unit": self.window_unit,
@@ -92,96 +107,144 @@ def step_of(sigmas: list, sigma: float) -> int:
 
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float64).reshape(t.shape[0], -1)
+    # float64 where the device has it (MPS has no float64).
+    dtype = torch.float32 if t.device.type == "mps" else torch.float64
+    return t.detach().to(dtype).reshape(t.shape[0], -1)
 
 
-def _mean_norm(v: torch.Tensor) -> float:
-    return float(v.norm(dim=1).mean())
+def _mean(values: list) -> float:
+    return sum(values) / len(values)
 
 
-def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    na, nb = a.norm(dim=1), b.norm(dim=1)
-    if bool((na == 0).any()) or bool((nb == 0).any()):
-        return None
-    return float(((a * b).sum(dim=1) / (na * nb)).mean())
+@dataclass
+class PendingEvaluation:
+    """One evaluation as recorded during sampling: the host-side facts, and the per-sample sums as tensors on the
+    model's device. Nothing is converted to a Python number while sampling (each conversion would make the CPU
+    wait for the GPU); `RunRecord` converts all pending evaluations of a run at once, when they are first read."""
+
+    cond_scale: float
+    negative_scales: tuple
+    evaluated: tuple
+    # name -> per-sample tensor (batch,), in D units (not divided by sigma):
+    #   sigma, cond_minus_negative, positive, negative, dot, negative_term
+    tensors: dict
 
 
-def _mean_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float | None:
-    top, bottom = numerator.norm(dim=1), denominator.norm(dim=1)
-    if bool((bottom == 0).any()):
-        return None
-    return float((top / bottom).mean())
-
-
-def measure(index: int, step: int, sigma: float, coefficients, batch: list, cond_pred, negative_preds: list,
-            empty_pred) -> EvaluationRecord:
-    """The metrics of one evaluation from the predictions `guidance.predict` computed (never modified)."""
+def measure(coefficients, batch: list, timestep, cond_pred, negative_preds: list, empty_pred) -> PendingEvaluation:
+    """The per-sample sums of one evaluation from the predictions `guidance.predict` computed (never modified),
+    on their device. Norms are taken of the denoised differences ΔD; `finish` divides them by sigma (eps units)."""
     present = [conds is not None for conds in batch]
-    names = batch_names(len(batch))
-    evaluated = tuple(name for name, here in zip(names, present) if here)
+    evaluated = tuple(name for name, here in zip(batch_names(len(batch)), present) if here)
     has_positive, has_negative, has_empty = present[0], present[1], present[2]
-    extra_present = present[3:]
-    scale = 1.0 / sigma if sigma > 0 else 1.0  # D → eps units (eps = (x − D)/σ; the sign drops out of norms)
-
-    c = _per_sample(cond_pred) * scale if has_positive else None
-    negatives = [_per_sample(p) * scale if here else None
-                 for p, here in zip(negative_preds, (has_negative, *extra_present))]
-    e = _per_sample(empty_pred) * scale if has_empty else None
+    c = _per_sample(cond_pred) if has_positive else None
+    negatives = [_per_sample(p) if here else None for p, here in zip(negative_preds, (has_negative, *present[3:]))]
+    e = _per_sample(empty_pred) if has_empty else None
     n = negatives[0]
 
-    positive_norm = negative_norm = cosine = ratio = cond_minus_negative = None
+    reference = next(t for t in (c, n, e) if t is not None)
+    tensors = {"sigma": timestep.detach().reshape(-1)[:1].to(reference)}
     if c is not None and n is not None:
-        cond_minus_negative = _mean_norm(c - n)
+        tensors["cond_minus_negative"] = (c - n).norm(dim=1)
     if e is not None:
         positive_delta = c - e if c is not None else None
         negative_delta = n - e if n is not None else None
         if positive_delta is not None:
-            positive_norm = _mean_norm(positive_delta)
+            tensors["positive"] = positive_delta.norm(dim=1)
         if negative_delta is not None:
-            negative_norm = _mean_norm(negative_delta)
+            tensors["negative"] = negative_delta.norm(dim=1)
         if positive_delta is not None and negative_delta is not None:
-            cosine = _mean_cosine(positive_delta, negative_delta)
+            tensors["dot"] = (positive_delta * negative_delta).sum(dim=1)
         if positive_delta is not None:
             negative_term = torch.zeros_like(positive_delta)
             for s, prediction in zip(coefficients.negatives, negatives):
                 if prediction is not None:
                     negative_term = negative_term + s * (prediction - e)
-            ratio = _mean_ratio(negative_term, coefficients.cond_scale * positive_delta)
-    return EvaluationRecord(index=index, step=step, sigma=sigma, cond_scale=float(coefficients.cond_scale),
-                            negative_scales=tuple(float(s) for s in coefficients.negatives), evaluated=evaluated,
-                            passes=len(evaluated), positive_norm=positive_norm, negative_norm=negative_norm,
-                            cosine=cosine, ratio=ratio, cond_minus_negative_norm=cond_minus_negative)
+            tensors["negative_term"] = negative_term.norm(dim=1)
+    return PendingEvaluation(cond_scale=float(coefficients.cond_scale),
+                             negative_scales=tuple(float(s) for s in coefficients.negatives), evaluated=evaluated,
+                             tensors=tensors)
+
+
+def finish(pending: list, sigmas: list, first_index: int) -> list:
+    """EvaluationRecords of pending evaluations: every number of them crosses to the host in one transfer."""
+    if not pending:
+        return []
+    flat = [t.reshape(-1) for p in pending for t in p.tensors.values()]
+    device = flat[0].device
+    values = torch.cat([t.to(device) for t in flat]).tolist()  # the one host-device synchronisation
+    records, at = [], 0
+    for offset, p in enumerate(pending):
+        sums = {}
+        for name, t in p.tensors.items():
+            sums[name] = values[at:at + t.numel()]
+            at += t.numel()
+        records.append(_record(first_index + offset, sigmas, p, sums))
+    return records
+
+
+def _record(index: int, sigmas: list, p: PendingEvaluation, sums: dict) -> EvaluationRecord:
+    sigma = sums["sigma"][0]
+    scale = 1.0 / sigma if sigma > 0 else 1.0  # D → eps units (eps = (x − D)/σ; the sign drops out of norms)
+    positive, negative = sums.get("positive"), sums.get("negative")
+    cosine = ratio = None
+    if "dot" in sums and all(v != 0 for v in positive) and all(v != 0 for v in negative):
+        cosine = _mean([d / (a * b) for d, a, b in zip(sums["dot"], positive, negative)])
+    if "negative_term" in sums:
+        bottom = [abs(p.cond_scale) * v for v in positive]
+        if all(v != 0 for v in bottom):
+            ratio = _mean([t / b for t, b in zip(sums["negative_term"], bottom)])
+    return EvaluationRecord(
+        index=index, step=step_of(sigmas, sigma), sigma=sigma, cond_scale=p.cond_scale,
+        negative_scales=p.negative_scales, evaluated=p.evaluated, passes=len(p.evaluated),
+        positive_norm=_mean(positive) * scale if positive is not None else None,
+        negative_norm=_mean(negative) * scale if negative is not None else None,
+        cosine=cosine, ratio=ratio,
+        cond_minus_negative_norm=(_mean(sums["cond_minus_negative"]) * scale
+                                  if "cond_minus_negative" in sums else None))
 
 
 class RunRecorder:
-    """The observer of one run: `guidance.predict` calls it once per model evaluation."""
+    """The observer of one run: `guidance.predict` calls it once per model evaluation. It only queues device
+    work; the numbers reach the host when the run is read (`RunRecord.evaluations`)."""
 
     def __init__(self, record: RunRecord):
         self.record = record
 
     def __call__(self, timestep, coefficients, batch, cond_pred, negative_preds, empty_pred):
-        sigma = float(timestep.reshape(-1)[0])
-        evaluations = self.record.evaluations
-        evaluations.append(measure(len(evaluations), step_of(self.record.sigmas, sigma), sigma, coefficients, batch,
-                                   cond_pred, negative_preds, empty_pred))
+        self.record.pending.append(measure(coefficients, batch, timestep, cond_pred, negative_preds, empty_pred))
+
+
+def executing_prompt():
+    """(prompt id, node id) of the ComfyUI prompt being executed, or (None, None) outside one (direct calls)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:  # a ComfyUI without execution contexts
+        return None, None
+    context = get_executing_context()
+    return (context.prompt_id, context.node_id) if context is not None else (None, None)
 
 
 class GuidanceTrace:
     """The handle a graph passes from NegativeGuidanceTrace to the guidance node and on to the plot node.
 
-    Keeps the newest MAX_RUNS runs; `last_run` is the one a plot shows.
+    Keeps the newest MAX_RUNS runs. ComfyUI caches the input-less handle node, so one handle outlives many queued
+    prompts: every run is stamped with the prompt it was sampled in, and `run_for` gives a plot only a run of the
+    sampling it follows (see there).
     """
 
     def __init__(self, max_runs: int = MAX_RUNS):
         self.runs: deque = deque(maxlen=max_runs)
+        self.shown = LatentRuns()
 
     def start_run(self, settings, sigmas) -> RunRecorder:
         window = settings.window
+        prompt_id, node_id = executing_prompt()
         record = RunRecord(cfg=float(settings.cfg), neg_scale=float(settings.negative_scale),
                            window={"start": window.start, "end": window.end, "ramp": window.ramp,
                                    "ramp_width": window.ramp_width},
                            window_unit=settings.window_unit, extra_negatives=len(settings.extra_negatives),
-                           sigmas=[float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()], evaluations=[])
+                           sigmas=[float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()],
+                           prompt_id=prompt_id, sampler_node=node_id)
         self.runs.append(record)
         log.debug("guidance trace: run %d started, %d sigmas", len(self.runs), len(record.sigmas))
         return RunRecorder(record)
@@ -190,10 +253,51 @@ class GuidanceTrace:
     def last_run(self) -> RunRecord | None:
         return self.runs[-1] if self.runs else None
 
+    def run_for(self, latent) -> RunRecord | None:
+        """The run a plot that receives `latent` (the sampler's output) may show; see `runs_for`."""
+        return runs_for(self.runs, self.shown, latent)
+
     def to_json(self, run: RunRecord | None = None) -> str:
         run = run if run is not None else self.last_run
         return json.dumps(run.to_dict() if run is not None else None, indent=1, allow_nan=False,
                           default=lambda value: None)
+
+
+class LatentRuns:
+    """The runs a plot has shown, by the latent it showed them for (held weakly: a latent ComfyUI no longer
+    caches cannot come back)."""
+
+    def __init__(self):
+        self._runs = {}
+
+    def remember(self, latent, run):
+        samples = _samples(latent)
+        if samples is None:
+            return
+        self._runs = {key: (ref, r) for key, (ref, r) in self._runs.items() if ref() is not None}
+        self._runs[id(samples)] = (weakref.ref(samples), run)
+
+    def get(self, latent):
+        samples = _samples(latent)
+        ref, run = self._runs.get(id(samples), (None, None))
+        return run if ref is not None and ref() is samples else None
+
+
+def _samples(latent):
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    return samples if isinstance(samples, torch.Tensor) else None
+
+
+def runs_for(runs, shown: LatentRuns, latent):
+    """The newest run sampled in the prompt now executing (the sampling this plot follows ran in it), else the run
+    already shown for this very latent (ComfyUI re-ran the plot on a cached sampler output), else None: an older
+    run belongs to another sampling (the handle node is cached across prompts) and is never shown."""
+    prompt_id, _ = executing_prompt()
+    current = [run for run in runs if run.prompt_id == prompt_id]
+    run = current[-1] if current else shown.get(latent)
+    if run is not None:
+        shown.remember(latent, run)
+    return run
 
 
 def _finite(values):

@@ -79,11 +79,13 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
 
     @classmethod
     def execute(cls, trace, latent, x_axis="step") -> io.NodeOutput:
-        run = trace.last_run if isinstance(trace, GuidanceTrace) else None
+        run = trace.run_for(latent) if isinstance(trace, GuidanceTrace) else None
         if run is None or not run.evaluations:
-            raise ValueError("NegativeGuidanceTracePlot: the trace holds no sampled run. Connect the same trace to "
-                             "the 'trace' input of NegativeGuidance or NegativeGuidanceGuider, and this node's "
-                             "latent to that sampler's output.")
+            raise ValueError(
+                "NegativeGuidanceTracePlot: no run was recorded for the sampling that made this latent, so there is "
+                "nothing to plot (an earlier run of this trace belongs to another sampling and is not shown). "
+                "Connect the same trace to the 'trace' input of NegativeGuidance or NegativeGuidanceGuider, and "
+                "this node's latent to that sampler's output.")
         image = render_run(run, x_axis)
         return io.NodeOutput(image, trace.to_json(run), latent, ui=ui.PreviewImage(image, cls=cls))
 
@@ -182,11 +184,14 @@ class NegativeGuidanceProbePlot(io.ComfyNode):
 
     @classmethod
     def execute(cls, probe, latent) -> io.NodeOutput:
-        if not isinstance(probe, probe_lib.AttentionProbe) or probe.last_run is None or not probe.last_run.evaluations:
-            raise ValueError("NegativeGuidanceProbePlot: the probe saw no sampling run. Sample the MODEL that "
-                             "NegativeGuidanceProbe returns, and connect that sampler's output to 'latent'.")
-        image = probe_lib.render_probe(probe)
-        return io.NodeOutput(image, probe.to_json(), latent, ui=ui.PreviewImage(image, cls=cls))
+        run = probe.run_for(latent) if isinstance(probe, probe_lib.AttentionProbe) else None
+        if run is None or not run.evaluations:
+            raise ValueError(
+                "NegativeGuidanceProbePlot: the probe saw no run of the sampling that made this latent, so there is "
+                "nothing to plot (an earlier run belongs to another sampling and is not shown). Sample the MODEL "
+                "that NegativeGuidanceProbe returns, and connect that sampler's output to 'latent'.")
+        image = probe_lib.render_probe(probe, run)
+        return io.NodeOutput(image, probe.to_json(run), latent, ui=ui.PreviewImage(image, cls=cls))
 
 
 NODES = [NegativeGuidanceTrace, NegativeGuidanceTracePlot, NegativeGuidanceProbe, NegativeGuidanceProbePlot]

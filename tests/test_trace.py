@@ -178,7 +178,7 @@ def test_plot_node_image_json_and_ui(host):
 
 
 def test_plot_node_without_run_says_what_to_wire(host):
-    with pytest.raises(ValueError, match="NegativeGuidanceTracePlot: the trace holds no sampled run"):
+    with pytest.raises(ValueError, match="NegativeGuidanceTracePlot: no run was recorded for the sampling"):
         trace_nodes().NegativeGuidanceTracePlot.execute(new_trace(), host.latent, "step")
 
 
