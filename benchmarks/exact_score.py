@@ -440,27 +440,123 @@ def figure(results, path: Path):
     fig.savefig(path)
 
 
+def robust_settings(samplers=("heun", "euler", "euler_ancestral"), errors=(0.003, 0.01)):
+    """The dynamic negative at the defaults and the published update, on the high-dimensional toy with model error."""
+    from dataclasses import replace
+
+    dynamic = dynamic_module()
+    settings = []
+    for error in errors:
+        toy = replace(ROBUST, name=f"four Gaussians + 1024 dims, error {error:g}, style bias 0.003 (EDM)",
+                      prediction_noise=error)
+        for sampler in (samplers if error == errors[0] else samplers[:1]):
+            for method, label in (("mixture", "this pack"), ("published", "published DNG")):
+                settings.append(Setting(f"{label}, error {error:g}, {sampler}", "dynamic", sampler=sampler, toy=toy,
+                                        dynamic=dynamic.DynamicNegative(method=method), panel=False))
+    return tuple(settings)
+
+
+def comparison_settings():
+    """The four-Gaussian rows the README sets side by side: constant scales, windows, dynamic (Heun)."""
+    dynamic = dynamic_module()
+    constant = [s for s in SETTINGS if s.label in (
+        "positive only (BasicGuider)", "ordinary negative, cfg 3 (eq. 9)", "three-way s⁺ 1, s⁻ 1",
+        "three-way s⁺ 1, s⁻ 3", "three-way s⁻ 3, early window 0-⅓", "three-way s⁻ 3, middle window ⅓-⅔")]
+    return (*constant,
+            Setting("dynamic, published DNG update (λ 2, prior 0.5)", "dynamic",
+                    dynamic=dynamic.DynamicNegative(method="published")),
+            Setting("dynamic λ 1 (prior 0.5, τ 1)", "dynamic", dynamic=dynamic.DynamicNegative(strength=1.0)),
+            Setting("dynamic, defaults (λ 2, prior 0.5, τ 1)", "dynamic", dynamic=dynamic.DynamicNegative()))
+
+
+def comparison_table(results) -> str:
+    lines = ["| setting (four Gaussians, Heun) | forbidden | off-manifold | positive fidelity (x > 0) |",
+             "|---|---:|---:|---:|"]
+    for setting, points, forbidden, off, _ in results:
+        lines.append(f"| {setting.label} | {forbidden:.3f} | {off:.3f} | {positive_fidelity(points):.3f} |")
+    return "\n".join(lines)
+
+
+def robust_table(results) -> str:
+    lines = ["| update | model error per dimension | sampler | forbidden | off-manifold |", "|---|---:|---|---:|---:|"]
+    for setting, _, forbidden, off, _ in results:
+        update = "this pack (mixture filter, Tweedie start)" if setting.dynamic.method == "mixture" else "published DNG"
+        lines.append(f"| {update} | {setting.toy.prediction_noise:g} | {setting.sampler} | {forbidden:.3f} | {off:.3f} |")
+    return "\n".join(lines)
+
+
+def scale_figure(guider, reference_points, toy: Toy, path: Path, shown: int = 80):
+    """s⁻(t) and p(t) per sample for one run, coloured by the mode the same sample (same initial noise) reaches
+    with the positive prompt alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    import torch
+
+    sigmas = [h[0] for h in guider.history]
+    p = torch.stack([h[1] for h in guider.history]).float()[:, :shown]
+    scale = torch.stack([h[2] for h in guider.history]).float()[:, :shown]
+    nearest, far = nearest_modes(reference_points[:shown, :2].float(), toy)
+    colours = ("tab:green", "tab:blue", "tab:red", "tab:orange", "tab:purple")
+    fig = Figure(figsize=(10, 6.5), dpi=100)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for i in range(p.shape[1]):
+        colour = "black" if bool(far[i]) else colours[int(nearest[i])]
+        top.plot(sigmas, p[:, i], color=colour, alpha=0.35, linewidth=0.8)
+        bottom.plot(sigmas, scale[:, i], color=colour, alpha=0.35, linewidth=0.8)
+    top.set_ylabel("p = p(ỹ | x_t)")
+    bottom.set_ylabel("s⁻(x, t) = λ·p/(1 − p)")
+    bottom.set_yscale("symlog", linthresh=0.1)
+    bottom.set_xlabel("sigma (noisy → clean)")
+    for ax in (top, bottom):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+    top.set_title(f"Dynamic negative, one run ({toy.name}, {SAMPLER}, defaults), {shown} samples. Colour: where the "
+                  "same noise ends with the positive prompt alone\n(green: (2, 2), wanted but forbidden; blue: (2, −2), "
+                  "wanted)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--robust-samples", type=int, default=1000,
+                        help="samples for the 1026-dimensional robustness rows (slow on a CPU)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
-    parser.add_argument("--dynamic-only", action="store_true", help="only the dynamic-negative rows")
+    parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    parser.add_argument("--dynamic-only", action="store_true", help="only the dynamic-negative tables")
     args = parser.parse_args(argv)
+    docs = PACK_ROOT / "docs"
     if not args.dynamic_only:
         results = run_all(args.samples, args.seed)
         text = table(results, args.samples, args.seed)
         print(text)
-    dynamic_results = run_all(args.samples, args.seed, dynamic_settings())
-    print(dynamic_table(dynamic_results))
-    if not args.no_write and not args.dynamic_only:
-        docs = PACK_ROOT / "docs"
-        docs.mkdir(exist_ok=True)
-        header = ("# Exact-score benchmark\n\nGenerated by `scripts/host.sh python benchmarks/exact_score.py`; see the "
-                  "module's docstring for the design.\n\n")
-        (docs / "benchmark_exact_score.md").write_text(header + text + "\n\n![samples](exact_score.png)\n")
-        figure(results, docs / "exact_score.png")
-        print(f"wrote {docs / 'benchmark_exact_score.md'} and {docs / 'exact_score.png'}")
+        if not args.no_write:
+            header = ("# Exact-score benchmark\n\nGenerated by `scripts/host.sh python benchmarks/exact_score.py`; "
+                      "see the module's docstring for the design.\n\n")
+            (docs / "benchmark_exact_score.md").write_text(header + text + "\n\n![samples](exact_score.png)\n")
+            figure(results, docs / "exact_score.png")
+    keep = []
+    comparison = run_all(args.samples, args.seed, comparison_settings(), keep=keep)
+    print(comparison_table(comparison))
+    per_sampler = run_all(args.samples, args.seed, dynamic_settings())
+    print(dynamic_table(per_sampler))
+    robust = run_all(args.robust_samples, args.seed, robust_settings())
+    print(robust_table(robust))
+    if not args.no_write:
+        figure(comparison[-3:] + [r for r in per_sampler if r[0].sampler == "euler_ancestral" or
+                                  (r[0].sampler == SAMPLER and r[0].toy is not FOUR)],
+               docs / "exact_score_dynamic.png")
+        scale_figure(keep[-1], comparison[0][1], FOUR, docs / "exact_score_dynamic_scale.png")
+        with (docs / "benchmark_exact_score.md").open("a") as out:
+            out.write("\n## Dynamic negative (experimental)\n\n" + comparison_table(comparison) + "\n\n"
+                      + dynamic_table(per_sampler) + f"\n\n{args.samples} samples per row, seed {args.seed}; "
+                      "32 steps (EDM: karras σ 80 → 0.002; flow: simple σ 1 → 0). Dynamic rows at the defaults "
+                      "unless stated.\n\n" + robust_table(robust) + f"\n\n{args.robust_samples} samples per row "
+                      "(1026 dimensions).\n\n![dynamic](exact_score_dynamic.png)\n\n"
+                      "![s⁻ per sample](exact_score_dynamic_scale.png)\n")
+        print(f"wrote {docs / 'benchmark_exact_score.md'} and the figures")
 
 
 if __name__ == "__main__":

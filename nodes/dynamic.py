@@ -208,3 +208,36 @@ class DynamicNegativeState:
         if self.settings.method == "mixture":
             gradient = gradient / (1.0 - torch.sigmoid(self.log_odds))[:, None]
         return self.settings.temperature * (gradient * (x_b - x_a)).sum(dim=1)
+
+
+class DynamicRun:
+    """The dynamic negatives of one run: one state per negative term, main negative first (None: a constant scale).
+
+    For a dynamic term the guidance settings carry scale 1, so that its coefficient sᵢ is its window weight wᵢ(t)
+    and it is evaluated exactly where the window is open; `scales` turns wᵢ into wᵢ·s⁻ᵢ(x, t).
+    """
+
+    def __init__(self, settings_per_term, flow: bool = False):
+        self.states = tuple(DynamicNegativeState(s, flow) if s is not None else None for s in settings_per_term)
+        self.last = ()  # per term: (p, wᵢ·s⁻ᵢ) of the latest evaluation, (N,) tensors, or None
+
+    def needs_empty(self, need_negatives) -> bool:
+        """A dynamic term that acts needs eps(∅) (its p is tracked from it), whatever the coefficients say."""
+        return any(state is not None and need for state, need in zip(self.states, need_negatives))
+
+    def scales(self, x, sigma: float, negatives, need_negatives, empty_pred, negative_preds) -> tuple:
+        """Each term's coefficient for this evaluation: its float for a constant term, wᵢ·s⁻ᵢ per sample, shaped
+        (N, 1, …) to multiply a prediction, for a dynamic one."""
+        scales, last = [], []
+        for state, weight, need, prediction in zip(self.states, negatives, need_negatives, negative_preds):
+            if state is None or not need:
+                if state is not None:
+                    state.skip()
+                scales.append(weight if state is None else 0.0)
+                last.append(None)
+                continue
+            scale = weight * state.update(x, sigma, empty_pred, prediction)
+            last.append((state.p, scale))
+            scales.append(scale.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1))))
+        self.last = tuple(last)
+        return tuple(scales)

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+import comfy.model_sampling
 import comfy.patcher_extension
 import comfy.sampler_helpers
 import comfy.samplers
 import node_helpers
 
 from . import schedule
+from .dynamic import DynamicRun
 
 log = logging.getLogger("comfyui-negative-guidance")
 
@@ -38,6 +40,7 @@ class RunSchedule:
     progress_maps: tuple  # one per negative term, main negative first
     sequential: bool = False
     observer: object = None
+    dynamic: DynamicRun | None = None  # the run's dynamic negative scales, if any negative has one
     _settings_by_cfg: dict = field(default_factory=dict, compare=False, repr=False)
 
     def coefficients(self, sigma: float, cfg: float | None = None) -> schedule.StepCoefficients:
@@ -65,9 +68,9 @@ def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.T
 
 
 def resolve_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor, sequential=False,
-                observer=None) -> RunSchedule:
+                observer=None, dynamic=None) -> RunSchedule:
     maps = tuple(progress_map_for(term, model_patcher, sigmas) for term in settings.terms)
-    return RunSchedule(settings, maps, sequential, observer)
+    return RunSchedule(settings, maps, sequential, observer, dynamic)
 
 
 def current_sigma(timestep: torch.Tensor) -> float:
@@ -95,7 +98,8 @@ def evaluate(model, batch: list, x, timestep, model_options: dict, sequential: b
 
 
 def predict(model, positive, negatives: list, empty, coefficients: schedule.StepCoefficients, x, timestep,
-            model_options: dict, node: str, sequential=False, observer=None):
+            model_options: dict, node: str, sequential=False, observer=None, dynamic: DynamicRun | None = None,
+            sigma: float | None = None):
     """eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e) for one evaluation, returned as ComfyUI's denoised prediction.
 
     `negatives` holds the main negative ỹ first, then any extra ones, matching coefficients.negatives.
@@ -116,6 +120,8 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     if model_options.get("disable_cfg1_optimization", False):
         need_negatives = tuple(a or b for a, b in zip(need_negatives, coefficients.blend_needs_negatives))
         need_empty = need_empty or coefficients.blend_needs_empty
+    if dynamic is not None:
+        need_empty = need_empty or dynamic.needs_empty(need_negatives)
     if need_empty and empty is None:
         reason = ("the formula uses eps(∅)" if coefficients.needs_empty else
                   "the sampler or a model patch (CFG++ samplers, SAG) reads the unconditional prediction, here eps(∅)")
@@ -128,28 +134,37 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     cond_pred, empty_pred = outputs[0], outputs[2]
     negative_preds = [outputs[1], *outputs[3:]]
     negative_conds = [batch[1], *batch[3:]]
+    scales = coefficients.negatives
+    if dynamic is not None:
+        # Dynamic negatives: sᵢ = wᵢ·λ·p/(1 − p) per sample, a tensor (N, 1, …) in place of a float.
+        sigma = current_sigma(timestep) if sigma is None else sigma  # the caller's read: one sync, not two
+        scales = dynamic.scales(x, sigma, scales, need_negatives, empty_pred, negative_preds)
     if observer is not None:
-        observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred)
+        observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred,
+                 *(() if dynamic is None else (dynamic.last,)))
 
     negative_term = None
     blends = coefficients.blends
+    if dynamic is not None and blends is not None and coefficients.has_cfg_term:
+        blends = tuple(s / (coefficients.cond_scale - 1.0) if need else 0.0
+                       for s, need in zip(scales, coefficients.needs_negatives))
     if blends is not None:
         # Plain CFG against u* = e + Σ αᵢ(nᵢ − e): ComfyUI's cfg_function does the final combination, so
         # sampler_cfg_function / post-CFG patches see (cond, uncond = u*, cond_scale = s⁺).
         uncond_pred = empty_pred
         for alpha, negative_pred in zip(blends, negative_preds):
-            if alpha != 0.0:
+            if _acts(alpha):
                 uncond_pred = uncond_pred + alpha * (negative_pred - empty_pred)
         # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s, else the first
         # extra negative's that takes part (None where nothing was evaluated, as in a stock KSampler at cfg 1).
-        candidates = [negative_conds[0] if blends[0] != 0.0 else None, batch[2],
-                      *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if alpha != 0.0)]
+        candidates = [negative_conds[0] if _acts(blends[0]) else None, batch[2],
+                      *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if _acts(alpha))]
         uncond = next((c for c in candidates if c is not None), None)
     else:
         # s⁺ = 1 with a fixed negative acting: no CFG term and no u*. The hooks see eps(∅) as the unconditional
         # prediction, and the negative term is applied after them, so that a post-CFG patch such as
         # PerturbedAttentionGuidance does not scale it too.
-        for s, need, negative_pred in zip(coefficients.negatives, coefficients.needs_negatives, negative_preds):
+        for s, need, negative_pred in zip(scales, coefficients.needs_negatives, negative_preds):
             if need:
                 term = s * (negative_pred - empty_pred)
                 negative_term = term if negative_term is None else negative_term + term
@@ -166,6 +181,11 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     return denoised if negative_term is None else denoised - negative_term
 
 
+def _acts(alpha) -> bool:
+    """Whether a blend takes part: a per-sample tensor (a dynamic negative) always does; no host sync."""
+    return isinstance(alpha, torch.Tensor) or alpha != 0.0
+
+
 @dataclass(frozen=True)
 class GuidancePlan:
     """Everything a node hands to sampling: the settings, the conditionings it brings (∅ and extra negatives, in
@@ -176,6 +196,7 @@ class GuidancePlan:
     extra_negatives: tuple = ()
     sequential: bool = False
     trace: object = None  # has start_run(settings, sigmas) -> observer; see trace.py
+    dynamic: tuple = ()  # per negative term, main first: a dynamic.DynamicNegative or None; () if none has one
 
     def conditionings(self) -> dict:
         """The plan's own conditionings under their guider keys, marked as unconditional-side prompts."""
@@ -196,8 +217,16 @@ class GuidancePlan:
                 f"{node}: connect 'empty' (the empty prompt ∅): with cfg {settings.cfg} and neg_scale "
                 f"{settings.neg_scale} over this window (and any extra negatives) the formula uses eps(∅). Without "
                 "it only neg_scale = -1 (cfg - 1) over the whole run works.")
+        if self.empty is None and self.dynamic:
+            raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
+                             "probability from eps(∅).")
         observer = self.trace.start_run(settings, sigmas) if self.trace is not None else None
-        return resolve_run(settings, model_patcher, sigmas, self.sequential, observer)
+        dynamic = None
+        if self.dynamic:
+            # Flow models (CONST: x = (1 − σ)x₀ + σ·noise) are tracked in variance-exploding units.
+            flow = isinstance(model_patcher.get_model_object("model_sampling"), comfy.model_sampling.CONST)
+            dynamic = DynamicRun(self.dynamic, flow)  # fresh state: one per run
+        return resolve_run(settings, model_patcher, sigmas, self.sequential, observer, dynamic)
 
 
 def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
@@ -205,9 +234,10 @@ def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
     (a PREDICT_NOISE wrapper such as ComfyUI's CFGOverride may change guider.cfg for some evaluations)."""
     conds = guider.conds
     negatives = [conds.get("negative"), *(conds.get(EXTRA_KEY.format(i)) for i in range(len(run.settings.extra_negatives)))]
+    sigma = current_sigma(timestep)
     return predict(guider.inner_model, conds.get("positive"), negatives, conds.get(EMPTY_KEY),
-                   run.coefficients(current_sigma(timestep), float(guider.cfg)), x, timestep, model_options, node,
-                   run.sequential, run.observer)
+                   run.coefficients(sigma, float(guider.cfg)), x, timestep, model_options, node,
+                   run.sequential, run.observer, run.dynamic, sigma)
 
 
 class NegativeGuider(comfy.samplers.CFGGuider):

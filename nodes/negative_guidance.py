@@ -6,9 +6,12 @@ or as optional (tests/test_schema.py pins them).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from comfy_api.latest import io
 
 from . import schedule
+from .dynamic_nodes import DYNAMIC_TOOLTIP, DynamicNegativeSettings
 from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
 
 _UNCONNECTED = object()  # validate_inputs receives None for a connected input and nothing for an unconnected one
@@ -58,6 +61,7 @@ def options_inputs() -> list:
             "trace", optional=True,
             tooltip="Optional: a NegativeGuidanceTrace handle. The sampler fills it with per-step numbers (scales, "
                     "norms, ratio); plot it with NegativeGuidanceTracePlot after the sampler. Changes no pixel."),
+        DynamicNegativeSettings.Input("dynamic", optional=True, tooltip=DYNAMIC_TOOLTIP),
     ]
 
 
@@ -66,12 +70,17 @@ def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
 
 
 def plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-              evaluation, trace=None) -> GuidancePlan:
+              evaluation, trace=None, dynamic=None) -> GuidancePlan:
     extras = tuple(extra_negatives or ())
-    settings = schedule.GuidanceSettings(cfg, neg_scale, window_from(neg_start, neg_end, ramp, ramp_width),
-                                         window_unit, tuple(term for _, term in extras))
-    return GuidancePlan(settings, empty, tuple(conditioning for conditioning, _ in extras),
-                        sequential=evaluation == "sequential", trace=trace)
+    dynamics = (dynamic, *(entry[2] if len(entry) > 2 else None for entry in extras))
+    # A dynamic negative's settings carry scale 1: its coefficient is then its window weight, which
+    # dynamic.DynamicRun multiplies by λ·p/(1 − p) per sample.
+    terms = tuple(replace(entry[1], scale=1.0) if d is not None else entry[1] for entry, d in zip(extras, dynamics[1:]))
+    settings = schedule.GuidanceSettings(cfg, 1.0 if dynamic is not None else neg_scale,
+                                         window_from(neg_start, neg_end, ramp, ramp_width), window_unit, terms)
+    return GuidancePlan(settings, empty, tuple(entry[0] for entry in extras),
+                        sequential=evaluation == "sequential", trace=trace,
+                        dynamic=dynamics if any(d is not None for d in dynamics) else ())
 
 
 class NegativeGuidance(io.ComfyNode):
@@ -105,10 +114,10 @@ class NegativeGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None,
-                extra_negatives=None, evaluation="batched", trace=None) -> io.NodeOutput:
+                extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
         # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then.
         plan = plan_from(1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-                         evaluation, trace)
+                         evaluation, trace, dynamic)
         return io.NodeOutput(NegativeGuidancePatch(plan).apply_to(model))
 
 
@@ -145,9 +154,9 @@ class NegativeGuidanceGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-                empty=None, extra_negatives=None, evaluation="batched", trace=None) -> io.NodeOutput:
+                empty=None, extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
         plan = plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-                         evaluation, trace)
+                         evaluation, trace, dynamic)
         guider = NegativeGuider(model, plan)
         guider.set_conds(positive, negative)
         return io.NodeOutput(guider)
@@ -169,6 +178,7 @@ class ExtraNegative(io.ComfyNode):
                                tooltip="sᵢ, how hard this negative pushes away. 0 switches it off."),
                 *window_inputs(),
                 ExtraNegatives.Input("extra_negatives", optional=True, tooltip="Earlier ExtraNegative nodes."),
+                DynamicNegativeSettings.Input("dynamic", optional=True, tooltip=DYNAMIC_TOOLTIP),
             ],
             outputs=[ExtraNegatives.Output(display_name="extra_negatives")],
         )
@@ -184,9 +194,10 @@ class ExtraNegative(io.ComfyNode):
 
     @classmethod
     def execute(cls, negative, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-                extra_negatives=None) -> io.NodeOutput:
+                extra_negatives=None, dynamic=None) -> io.NodeOutput:
         term = schedule.NegativeTerm(float(neg_scale), window_from(neg_start, neg_end, ramp, ramp_width), window_unit)
-        return io.NodeOutput((*(extra_negatives or ()), (negative, term)))
+        entry = (negative, term) if dynamic is None else (negative, term, dynamic)
+        return io.NodeOutput((*(extra_negatives or ()), entry))
 
 
 NODES = [NegativeGuidance, NegativeGuidanceGuider, ExtraNegative]

@@ -64,6 +64,10 @@ class EvaluationRecord:
     cosine: float | None  # cos(eps(y) − eps(∅), eps(ỹ) − eps(∅))
     ratio: float | None  # ‖Σᵢ sᵢ(eps(ỹᵢ) − eps(∅))‖ / ‖s⁺(eps(y) − eps(∅))‖
     cond_minus_negative_norm: float | None  # ‖eps(y) − eps(ỹ)‖
+    # Dynamic negatives, per negative (main first; None for one with a constant scale): p and sᵢ·wᵢ(t) of every
+    # sample of the batch. negative_scales then holds the batch mean of sᵢ·wᵢ(t).
+    dynamic_p: tuple = ()
+    dynamic_scales: tuple = ()
 
     @property
     def negative_scale(self) -> float:
@@ -130,7 +134,8 @@ class PendingEvaluation:
     tensors: dict
 
 
-def measure(coefficients, batch: list, timestep, cond_pred, negative_preds: list, empty_pred) -> PendingEvaluation:
+def measure(coefficients, batch: list, timestep, cond_pred, negative_preds: list, empty_pred,
+            dynamic: tuple = ()) -> PendingEvaluation:
     """The per-sample sums of one evaluation from the predictions `guidance.predict` computed (never modified),
     on their device. Norms are taken of the denoised differences ΔD; `finish` divides them by sigma (eps units)."""
     present = [conds is not None for conds in batch]
@@ -156,10 +161,16 @@ def measure(coefficients, batch: list, timestep, cond_pred, negative_preds: list
             tensors["dot"] = (positive_delta * negative_delta).sum(dim=1)
         if positive_delta is not None:
             negative_term = torch.zeros_like(positive_delta)
-            for s, prediction in zip(coefficients.negatives, negatives):
+            scales = [s if not dynamic or dynamic[i] is None else dynamic[i][1].to(positive_delta)[:, None]
+                      for i, s in enumerate(coefficients.negatives)]
+            for s, prediction in zip(scales, negatives):
                 if prediction is not None:
                     negative_term = negative_term + s * (prediction - e)
             tensors["negative_term"] = negative_term.norm(dim=1)
+    for i, entry in enumerate(dynamic):
+        if entry is not None:
+            tensors[f"dynamic_p_{i}"] = entry[0].detach().to(reference)
+            tensors[f"dynamic_scale_{i}"] = entry[1].detach().to(reference)
     return PendingEvaluation(cond_scale=float(coefficients.cond_scale),
                              negative_scales=tuple(float(s) for s in coefficients.negatives), evaluated=evaluated,
                              tensors=tensors)
@@ -193,9 +204,16 @@ def _record(index: int, sigmas: list, p: PendingEvaluation, sums: dict) -> Evalu
         bottom = [abs(p.cond_scale) * v for v in positive]
         if all(v != 0 for v in bottom):
             ratio = _mean([t / b for t, b in zip(sums["negative_term"], bottom)])
+    terms = range(len(p.negative_scales))
+    dynamic_p = tuple(sums.get(f"dynamic_p_{i}") for i in terms)
+    dynamic_scales = tuple(sums.get(f"dynamic_scale_{i}") for i in terms)
+    negative_scales = tuple(_mean(d) if d is not None else s for s, d in zip(p.negative_scales, dynamic_scales))
+    if not any(d is not None for d in dynamic_p):
+        dynamic_p = dynamic_scales = ()
     return EvaluationRecord(
         index=index, step=step_of(sigmas, sigma), sigma=sigma, cond_scale=p.cond_scale,
-        negative_scales=p.negative_scales, evaluated=p.evaluated, passes=len(p.evaluated),
+        negative_scales=negative_scales, evaluated=p.evaluated, passes=len(p.evaluated),
+        dynamic_p=dynamic_p, dynamic_scales=dynamic_scales,
         positive_norm=_mean(positive) * scale if positive is not None else None,
         negative_norm=_mean(negative) * scale if negative is not None else None,
         cosine=cosine, ratio=ratio,
@@ -210,8 +228,9 @@ class RunRecorder:
     def __init__(self, record: RunRecord):
         self.record = record
 
-    def __call__(self, timestep, coefficients, batch, cond_pred, negative_preds, empty_pred):
-        self.record.pending.append(measure(coefficients, batch, timestep, cond_pred, negative_preds, empty_pred))
+    def __call__(self, timestep, coefficients, batch, cond_pred, negative_preds, empty_pred, dynamic=()):
+        self.record.pending.append(measure(coefficients, batch, timestep, cond_pred, negative_preds, empty_pred,
+                                           dynamic))
 
 
 def executing_prompt():
@@ -320,7 +339,9 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
     dpi = 100
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(figure)
-    top, middle, bottom = figure.subplots(3, 1, sharex=True)
+    dynamic = any(e.dynamic_p for e in evaluations)
+    panels = figure.subplots(4 if dynamic else 3, 1, sharex=True)
+    top, middle, bottom = panels[:3]
 
     top.step(xs, [e.cond_scale for e in evaluations], where="post", label="s⁺ (cfg)", color="tab:blue")
     top.step(xs, [e.negative_scale for e in evaluations], where="post", label="s⁻·w(t)", color="tab:red")
@@ -351,6 +372,10 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
     bottom.set_ylabel("ratio, cosine")
     bottom.set_xlabel(x_label)
     bottom.legend(loc="upper right", fontsize=8)
+    if dynamic:
+        bottom.set_xlabel("")
+        _dynamic_panel(panels[3], xs, evaluations)
+        panels[3].set_xlabel(x_label)
     if x_axis == "sigma":
         bottom.set_xscale("log")
         bottom.invert_xaxis()
@@ -359,6 +384,30 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
                     transform=middle.transAxes, ha="center", fontsize=9)
     figure.tight_layout()
     return figure_to_image(canvas)
+
+
+def _dynamic_panel(ax, xs, evaluations):
+    """p and s⁻·w(t) of each dynamic negative: batch mean, and the band from the smallest to the largest sample."""
+    terms = max(len(e.dynamic_p) for e in evaluations)
+    scales_axis = ax.twinx()
+    for i in range(terms):
+        name = "negative" if i == 0 else f"extra negative {i}"
+        rows = [(x, e.dynamic_p[i], e.dynamic_scales[i]) for x, e in zip(xs, evaluations)
+                if i < len(e.dynamic_p) and e.dynamic_p[i] is not None]
+        if not rows:
+            continue
+        at = [r[0] for r in rows]
+        for axis, values, colour, label in ((ax, [r[1] for r in rows], "tab:orange", f"p ({name})"),
+                                            (scales_axis, [r[2] for r in rows], "tab:red", f"s⁻·w ({name})")):
+            axis.plot(at, [_mean(v) for v in values], color=colour, label=label + ", mean",
+                      linestyle="-" if i == 0 else "--")
+            axis.fill_between(at, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.15)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("p (min–max band)")
+    scales_axis.set_ylabel("s⁻·w(t) per sample")
+    lines, labels = ax.get_legend_handles_labels()
+    more_lines, more_labels = scales_axis.get_legend_handles_labels()
+    ax.legend(lines + more_lines, labels + more_labels, loc="upper right", fontsize=8)
 
 
 def figure_to_image(canvas) -> torch.Tensor:

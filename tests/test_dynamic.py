@@ -215,3 +215,152 @@ def test_defaults_and_presets_are_valid():
     for settings in (dynamic.DynamicNegative(), *dynamic.PRESETS.values()):
         assert dynamic.validate("X", settings.strength, settings.prior, settings.temperature, settings.offset,
                                 settings.p_max) is None
+
+
+# ---- on the real host: both routes, several negatives, passes, trace ----
+
+CFG = 5.0
+STEPS = 8
+
+
+def pack():
+    return support.pack_module("nodes.negative_guidance"), support.pack_module("nodes.dynamic")
+
+
+def constant_p(strength=24.0, p=0.25):
+    """Dynamic settings whose p never moves (τ = 0): s⁻ = λ·p/(1 − p) = 8 for the defaults here (the tiny random
+    model's negative is weak: a smaller scale would hardly move its samples)."""
+    return pack()[1].DynamicNegative(strength=strength, prior=p, temperature=0.0)
+
+
+def patched(host, neg_scale, dynamic=None, extras=None, start=0.0, end=1.0, trace=None, model=None):
+    nodes = pack()[0]
+    return nodes.NegativeGuidance.execute(model or host.model, neg_scale, start, end, "steps", "hard", 0.0,
+                                          empty=host.empty, extra_negatives=extras, trace=trace,
+                                          dynamic=dynamic).result[0]
+
+
+def guided(host, neg_scale, dynamic=None, extras=None, start=0.0, end=1.0, model=None):
+    nodes = pack()[0]
+    return nodes.NegativeGuidanceGuider.execute(model or host.model, host.positive, host.negative, CFG, neg_scale,
+                                                start, end, "steps", "hard", 0.0, empty=host.empty,
+                                                extra_negatives=extras, dynamic=dynamic).result[0]
+
+
+def extra_negative(host, scale, dynamic=None, start=0.0, end=1.0):
+    return pack()[0].ExtraNegative.execute(host.encode("a hat"), scale, start, end, "steps", "hard", 0.0,
+                                           dynamic=dynamic).result[0]
+
+
+def patch_sample(host, model, cfg=CFG, latent=None):
+    return support.ksampler(model, host.positive, host.negative, cfg, "euler", steps=STEPS, latent=latent or host.latent)
+
+
+def guider_sample(host, guider):
+    return support.custom_advanced(guider, "euler", support.ksampler_sigmas(host.model, "euler", steps=STEPS),
+                                   host.latent)
+
+
+@pytest.mark.parametrize("cfg, start, end", [(CFG, 0.0, 1.0), (1.0, 0.25, 0.75)])
+def test_constant_p_equals_constant_scale_patch(host, cfg, start, end):
+    """prior = p, τ = 0 gives s⁻ = λ·p/(1 − p) at every evaluation: the patch with neg_scale = that scale, also
+    inside a window (w(t) still gates the dynamic scale)."""
+    dynamic = constant_p()
+    scale = dynamic.constant_scale()
+    ours = patch_sample(host, patched(host, -1.0, dynamic, start=start, end=end), cfg)
+    reference = patch_sample(host, patched(host, scale, start=start, end=end), cfg)
+    support.assert_close_to_scale(ours, reference)
+    if cfg == CFG:
+        support.assert_changed(patch_sample(host, patched(host, 0.0), cfg), reference)
+
+
+def test_constant_p_equals_constant_scale_guider_and_extra_negatives(host):
+    dynamic = constant_p()
+    scale = dynamic.constant_scale()
+    extra_dynamic = constant_p(strength=40.0, p=0.5)  # s = 40
+    ours = guider_sample(host, guided(host, -1.0, dynamic, extras=extra_negative(host, 0.0, extra_dynamic)))
+    reference = guider_sample(host, guided(host, scale, extras=extra_negative(host, 40.0)))
+    support.assert_close_to_scale(ours, reference)
+    without_extra = guider_sample(host, guided(host, scale))
+    support.assert_changed(reference, without_extra)
+
+
+def test_dynamic_scale_moves_the_samples(host):
+    """With τ > 0 p follows the sample: the result differs from the constant scale at the prior."""
+    nodes, dynamic = pack()
+    settings = dynamic.DynamicNegative(strength=8.0, prior=0.5, temperature=1.0)
+    ours = patch_sample(host, patched(host, -1.0, settings))
+    reference = patch_sample(host, patched(host, settings.constant_scale()))
+    support.assert_changed(ours, reference)
+
+
+def test_no_extra_model_passes(host):
+    """y, ỹ, ∅ (and an extra negative) in one batched forward per evaluation, as with constant scales; outside
+    a dynamic negative's window it is not evaluated."""
+    def passes(dynamic, scale, extras):
+        counter = support.PassCounter()
+        patch_sample(host, patched(host, scale, dynamic, extras=extras, start=0.0, end=0.5,
+                                   model=counter.counting(host.model)))
+        return counter.by_sigma()
+
+    dynamic = constant_p()
+    ours = passes(dynamic, -1.0, extra_negative(host, 0.0, constant_p(2.0, 0.5)))
+    reference = passes(None, dynamic.constant_scale(), extra_negative(host, 2.0))
+    assert ours == reference
+    assert len(ours) == STEPS and {conds for _, conds in ours[:STEPS // 2]} == {(0, 1, 2, 3)}
+    assert {conds for _, conds in ours[STEPS // 2:]} == {(0, 2, 3)}
+
+
+def test_dynamic_needs_empty(host):
+    nodes, dynamic = pack()
+    model = nodes.NegativeGuidance.execute(host.model, -1.0, 0.0, 1.0, "steps", "hard", 0.0,
+                                           dynamic=dynamic.DynamicNegative()).result[0]
+    with pytest.raises(ValueError, match="NegativeGuidance: connect 'empty'.*dynamic negative"):
+        patch_sample(host, model)
+
+
+def test_trace_records_p_and_scale_per_sample(host):
+    import comfy.nested_tensor  # noqa: F401  (ComfyUI is booted by the host fixture)
+
+    trace_module = support.pack_module("nodes.trace")
+    nodes, dynamic = pack()
+    trace = trace_module.GuidanceTrace()
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    settings = dynamic.DynamicNegative(strength=1.0, prior=0.5, temperature=1.0)
+    patch_sample(host, patched(host, -1.0, settings, trace=trace), latent=latent)
+    evaluations = trace.last_run.evaluations
+    assert len(evaluations) == STEPS
+    for e in evaluations:
+        p, scales = e.dynamic_p[0], e.dynamic_scales[0]
+        assert len(p) == 2 and len(scales) == 2 and all(0.0 < v < 1.0 for v in p)
+        assert scales == pytest.approx([v / (1 - v) for v in p], rel=1e-5)  # λ = 1, w = 1
+        assert e.negative_scale == pytest.approx(sum(scales) / 2)
+    assert len({round(e.dynamic_p[0][0], 6) for e in evaluations}) > 1  # p moved along the run
+    image = trace_module.render_run(trace.last_run)
+    assert image.shape[-1] == 3
+
+
+def test_dynamic_node_builds_settings_and_presets(host):
+    nodes = support.pack_module("nodes.dynamic_nodes")
+    dynamic = support.pack_module("nodes.dynamic")
+    custom = nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9).result[0]
+    assert custom == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9)
+    paper = nodes.DynamicNegativeScale.execute("Stable Diffusion (paper)", 1.5, 0.2, 0.5, 0.0, 0.9).result[0]
+    assert paper.prior == 0.01 and paper.strength == 20.0 and paper.method == "published"
+    assert "prior must lie strictly between 0 and 1" in nodes.DynamicNegativeScale.validate_inputs(prior=1.0)
+    with pytest.raises(ValueError, match="DynamicNegativeScale: p_max"):
+        nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 1.5)
+
+
+def test_dynamic_adds_no_sync_while_sampling(host):
+    """Only the sigma read per evaluation (as with constant scales), with a trace recording p and s⁻."""
+    import test_sync as sync
+
+    trace = sync.new_trace()
+    model = patched(host, -1.0, pack()[1].DynamicNegative(strength=2.0), extra_negative(host, 0.0, constant_p()),
+                    trace=trace)
+    assert sync.CountingEuler().sample(host, sync.stock_guider(host, model)) == [1] * sync.STEPS
+    before = sync.SyncCounted.count
+    evaluations = trace.last_run.evaluations
+    assert sync.SyncCounted.count - before == 1
+    assert all(len(e.dynamic_p) == 2 and e.dynamic_p[1] is not None for e in evaluations)

@@ -9,12 +9,13 @@ import support
 
 WINDOW = ["neg_start", "neg_end", "window_unit", "ramp", "ramp_width"]
 PINNED = {
-    "NegativeGuidance": ["model", "empty", "neg_scale", *WINDOW, "extra_negatives", "evaluation"],
+    "NegativeGuidance": ["model", "empty", "neg_scale", *WINDOW, "extra_negatives", "evaluation", "trace", "dynamic"],
     "NegativeGuidanceGuider": ["model", "positive", "negative", "empty", "cfg", "neg_scale", *WINDOW,
-                               "extra_negatives", "evaluation"],
-    "ExtraNegative": ["negative", "neg_scale", *WINDOW, "extra_negatives"],
+                               "extra_negatives", "evaluation", "trace", "dynamic"],
+    "ExtraNegative": ["negative", "neg_scale", *WINDOW, "extra_negatives", "dynamic"],
+    "DynamicNegativeScale": ["preset", "strength", "prior", "temperature", "offset", "p_max"],
 }
-FIRST_RELEASE_OPTIONAL = {"empty", "extra_negatives", "evaluation"}
+FIRST_RELEASE_OPTIONAL = {"empty", "extra_negatives", "evaluation", "trace", "dynamic"}
 
 
 def schemas():

@@ -1,0 +1,83 @@
+"""The Dynamic Negative Scale node: settings for s⁻(x, t) = λ·p/(1 − p), to plug into a negative's `dynamic` input.
+
+The maths is in dynamic.py; this file only declares the schema and builds a DynamicNegative.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import dynamic
+
+DynamicNegativeSettings = io.Custom("NEGATIVE_GUIDANCE_DYNAMIC")
+CUSTOM = "custom (the inputs below)"
+PRESET_NAMES = (CUSTOM, *dynamic.PRESETS)
+NODE = "DynamicNegativeScale"
+
+DYNAMIC_TOOLTIP = ("Optional: a Dynamic Negative Scale (experimental). This negative's scale then follows each "
+                   "sample: λ·p/(1 - p), p the tracked probability that the sample is heading for this negative; "
+                   "neg_scale is ignored, the window still gates it. Needs 'empty' connected on the main node.")
+
+
+def settings_from(preset, strength, prior, temperature, offset, p_max) -> dynamic.DynamicNegative:
+    if preset != CUSTOM:
+        return dynamic.PRESETS[preset]
+    return dynamic.DynamicNegative(strength=float(strength), prior=float(prior), temperature=float(temperature),
+                                   offset=float(offset), p_max=float(p_max))
+
+
+class DynamicNegativeScale(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        defaults = dynamic.DynamicNegative()
+        return io.Schema(
+            node_id=NODE,
+            display_name="Dynamic Negative Scale (experimental)",
+            category="advanced/guidance",
+            description=(
+                "EXPERIMENTAL. A negative scale that follows each sample (Dynamic Negative Guidance, Koulischer et "
+                "al. 2025): s⁻ = strength·p/(1 - p), p = p(negative | current sample), tracked along the run from "
+                "the predictions already computed (no extra model pass). Samples heading for the negative concept "
+                "are pushed away; the others are left alone. Connect to the 'dynamic' input of Negative Guidance, "
+                "Negative Guidance Guider or Extra Negative. Checked on exact-score toy models only, not on a "
+                "trained text-to-image model: watch p and s⁻ in the guidance trace, and calibrate temperature."),
+            inputs=[
+                io.Combo.Input("preset", options=list(PRESET_NAMES), default=CUSTOM,
+                               tooltip="custom: the inputs below. 'Stable Diffusion (paper)': the paper's SD "
+                                       "settings (prior 0.01, temperature 0.25, offset 0.003, strength 20, the "
+                                       "published update); a preset overrides the inputs below."),
+                io.Float.Input("strength", default=defaults.strength, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="λ: s⁻ = λ·p/(1 - p). p = 0.5 gives s⁻ = λ; at most λ·p_max/(1 - p_max)."),
+                io.Float.Input("prior", default=defaults.prior, min=0.0001, max=0.99, step=0.01, round=0.0001,
+                               tooltip="p before any evidence: how likely a sample is to hold the negative concept "
+                                       "(0.5 on the benchmark toys; the paper uses 0.01 on Stable Diffusion)."),
+                io.Float.Input("temperature", default=defaults.temperature, min=0.0, max=10.0, step=0.05,
+                               round=0.001,
+                               tooltip="τ, the calibration: how much each step's evidence moves p. 0 keeps p at the "
+                                       "prior (a constant scale λ·prior/(1 - prior)). On real models likelihood "
+                                       "ratios are sharper than on the toys: lower it if p jumps to 0 or 1 at once."),
+                io.Float.Input("offset", default=defaults.offset, min=-1.0, max=1.0, step=0.001, round=0.0001,
+                               tooltip="δ, a constant push of the evidence per step towards the negative (> 0) or "
+                                       "away from it (< 0); the published code's offset. 0 on the toys."),
+                io.Float.Input("p_max", default=defaults.p_max, min=0.5, max=0.999, step=0.01, round=0.001,
+                               tooltip="p is clipped here, so s⁻ never exceeds λ·p_max/(1 - p_max)."),
+            ],
+            outputs=[DynamicNegativeSettings.Output(display_name="dynamic")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset=None, strength=None, prior=None, temperature=None, offset=None, p_max=None):
+        if preset is not None and preset not in PRESET_NAMES:
+            return f"{NODE}: preset must be one of {', '.join(PRESET_NAMES)}, got '{preset}'."
+        return dynamic.validate(NODE, strength, prior, temperature, offset, p_max) or True
+
+    @classmethod
+    def execute(cls, preset, strength, prior, temperature, offset, p_max) -> io.NodeOutput:
+        # Values that arrived through links were not checked before the run: check them now.
+        problem = dynamic.validate(NODE, strength, prior, temperature, offset, p_max)
+        if problem:
+            raise ValueError(problem)
+        return io.NodeOutput(settings_from(preset, strength, prior, temperature, offset, p_max))
+
+
+NODES = [DynamicNegativeScale]
