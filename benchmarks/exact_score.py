@@ -262,37 +262,9 @@ def scheduler_for(toy: Toy) -> str:
     return FLOW_SCHEDULER if toy.flow else SCHEDULER
 
 
-def make_dynamic_guider(model, setting: Setting, positive, negative, empty):
-    """Stand-in until the pack's nodes take a dynamic negative: eps = e + s⁺(c − e) − s⁻(x, t)(n − e), with y, ỹ and ∅
-    in one calc_cond_batch call and DynamicNegativeState giving s⁻ per sample."""
-    import comfy.samplers
-
-    dynamic = dynamic_module()
-
-    class DynamicGuider(comfy.samplers.CFGGuider):
-        def outer_sample(self, *args, **kwargs):
-            self.state = dynamic.DynamicNegativeState(setting.dynamic, flow=setting.toy.flow)
-            self.history = []
-            return super().outer_sample(*args, **kwargs)
-
-        def predict_noise(self, x, timestep, model_options={}, seed=None):
-            conds = [self.conds["positive"], self.conds["negative"], self.conds["empty"]]
-            c, n, e = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
-            sigma = float(timestep.reshape(-1)[0])
-            scale = self.state.update(x, sigma, e, n)
-            self.history.append((sigma, self.state.p.detach().clone(), scale.detach().clone()))
-            scale = scale.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-            return e + self.cfg * (c - e) - scale * (n - e)
-
-    guider = DynamicGuider(model)
-    guider.set_cfg(setting.cfg)
-    guider.inner_set_conds({"positive": positive, "negative": negative, "empty": empty})
-    return guider
-
-
 def sample(model, setting: Setting, samples: int, seed: int, keep=None):
     """(samples, dims) points from one setting, through the same nodes a workflow uses. `keep`, a list, receives
-    the guider (for its history) where there is one."""
+    a guidance trace of each dynamic run (p and s⁻ per sample and evaluation)."""
     import torch
     import nodes as comfy_nodes
     from comfy_extras import nodes_custom_sampler as custom
@@ -310,7 +282,13 @@ def sample(model, setting: Setting, samples: int, seed: int, keep=None):
                                                          setting.start, setting.end, "steps", "hard", 0.0,
                                                          empty=empty).result[0]
     elif setting.kind == "dynamic":
-        guider = make_dynamic_guider(model, setting, positive, negative, empty)
+        trace = None
+        if keep is not None:
+            trace = support.pack_module("nodes.trace").GuidanceTrace()
+            keep.append(trace)
+        guider = guidance.NegativeGuidanceGuider.execute(model, positive, negative, setting.cfg, 0.0, 0.0, 1.0,
+                                                         "steps", "hard", 0.0, empty=empty, trace=trace,
+                                                         dynamic=setting.dynamic).result[0]
     else:
         if setting.kind == "three_way":
             model = guidance.NegativeGuidance.execute(model, setting.neg_scale, setting.start, setting.end, "steps",
@@ -318,8 +296,6 @@ def sample(model, setting: Setting, samples: int, seed: int, keep=None):
         out = comfy_nodes.KSampler().sample(model, seed, STEPS, setting.cfg, setting.sampler, scheduler, positive,
                                             negative, latent)[0]["samples"]
         return out.reshape(samples, -1)
-    if keep is not None:
-        keep.append(guider)
     noise = custom.RandomNoise.execute(seed).result[0]
     sampler = custom.KSamplerSelect.execute(setting.sampler).result[0]
     out = custom.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent).result[0]["samples"]
@@ -389,17 +365,8 @@ def table(results, samples: int, seed: int) -> str:
     return "\n".join(lines)
 
 
-def dynamic_table(results) -> str:
-    lines = ["| model | sampler | forbidden | off-manifold | positive fidelity (x > 0) | partly covered mode E |",
-             "|---|---|---:|---:|---:|---:|"]
-    for setting, points, forbidden, off, _ in results:
-        partial = f"{partial_share(points):.3f}" if setting.toy is ASYMMETRIC else ""
-        lines.append(f"| {setting.toy.name} | {setting.sampler} | {forbidden:.3f} | {off:.3f} | "
-                     f"{positive_fidelity(points):.3f} | {partial} |")
-    return "\n".join(lines)
-
-
-def figure(results, path: Path):
+def figure(results, path: Path, title: str = "Exact-score benchmark: want x > 0, avoid y > 0 (colour = nearest mode, "
+                                                  "black = off-manifold, dashed = 3σ)"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle
@@ -434,8 +401,7 @@ def figure(results, path: Path):
         ax.set_aspect("equal")
         ax.set_title(f"{setting.label}\nforbidden {forbidden:.3f}, off {off:.3f}", fontsize=8)
         ax.tick_params(labelsize=6)
-    fig.suptitle("Exact-score benchmark: want x > 0, avoid y > 0 (colour = nearest mode, black = off-manifold, dashed = 3σ)",
-                 fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -457,44 +423,61 @@ def robust_settings(samplers=("heun", "euler", "euler_ancestral"), errors=(0.003
 
 
 def comparison_settings():
-    """The four-Gaussian rows the README sets side by side: constant scales, windows, dynamic (Heun)."""
+    """The README's side-by-side rows beside the constant scales and windows (four Gaussians, Heun): the positive
+    prompt alone (same noise: the colours of the s⁻(t) figure), the published update, λ 1."""
     dynamic = dynamic_module()
-    constant = [s for s in SETTINGS if s.label in (
-        "positive only (BasicGuider)", "ordinary negative, cfg 3 (eq. 9)", "three-way s⁺ 1, s⁻ 1",
-        "three-way s⁺ 1, s⁻ 3", "three-way s⁻ 3, early window 0-⅓", "three-way s⁻ 3, middle window ⅓-⅔")]
-    return (*constant,
-            Setting("dynamic, published DNG update (λ 2, prior 0.5)", "dynamic",
+    return (SETTINGS[0],
+            Setting("dynamic, published DNG update (λ 2, prior 0.5, τ 1)", "dynamic",
                     dynamic=dynamic.DynamicNegative(method="published")),
-            Setting("dynamic λ 1 (prior 0.5, τ 1)", "dynamic", dynamic=dynamic.DynamicNegative(strength=1.0)),
-            Setting("dynamic, defaults (λ 2, prior 0.5, τ 1)", "dynamic", dynamic=dynamic.DynamicNegative()))
+            Setting("dynamic λ 1 (prior 0.5, τ 1)", "dynamic", dynamic=dynamic.DynamicNegative(strength=1.0)))
 
 
-def comparison_table(results) -> str:
+def summary(setting: Setting, points, forbidden, off) -> dict:
+    """One row as plain data (kept between the parts of a long run)."""
+    return {"label": setting.label, "toy": setting.toy.name, "sampler": setting.sampler, "forbidden": forbidden,
+            "off": off, "fidelity": positive_fidelity(points),
+            "partial": partial_share(points) if setting.toy is ASYMMETRIC else None,
+            "method": setting.dynamic.method if setting.dynamic is not None else None,
+            "error": setting.toy.prediction_noise, "points": points[:4000, :2].float().clone()}
+
+
+def dynamic_table(rows) -> str:
+    lines = ["| model | sampler | forbidden | off-manifold | positive fidelity (x > 0) | partly covered mode E |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        partial = f"{r['partial']:.3f}" if r["partial"] is not None else ""
+        lines.append(f"| {r['toy']} | {r['sampler']} | {r['forbidden']:.3f} | {r['off']:.3f} | {r['fidelity']:.3f} | "
+                     f"{partial} |")
+    return "\n".join(lines)
+
+
+def comparison_table(rows) -> str:
     lines = ["| setting (four Gaussians, Heun) | forbidden | off-manifold | positive fidelity (x > 0) |",
              "|---|---:|---:|---:|"]
-    for setting, points, forbidden, off, _ in results:
-        lines.append(f"| {setting.label} | {forbidden:.3f} | {off:.3f} | {positive_fidelity(points):.3f} |")
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['forbidden']:.3f} | {r['off']:.3f} | {r['fidelity']:.3f} |")
     return "\n".join(lines)
 
 
-def robust_table(results) -> str:
+def robust_table(rows) -> str:
     lines = ["| update | model error per dimension | sampler | forbidden | off-manifold |", "|---|---:|---|---:|---:|"]
-    for setting, _, forbidden, off, _ in results:
-        update = "this pack (mixture filter, Tweedie start)" if setting.dynamic.method == "mixture" else "published DNG"
-        lines.append(f"| {update} | {setting.toy.prediction_noise:g} | {setting.sampler} | {forbidden:.3f} | {off:.3f} |")
+    for r in rows:
+        update = "this pack (mixture filter, Tweedie start)" if r["method"] == "mixture" else "published DNG"
+        lines.append(f"| {update} | {r['error']:g} | {r['sampler']} | {r['forbidden']:.3f} | {r['off']:.3f} |")
     return "\n".join(lines)
 
 
-def scale_figure(guider, reference_points, toy: Toy, path: Path, shown: int = 80):
+def scale_figure(trace, reference_points, toy: Toy, path: Path, shown: int = 80):
     """s⁻(t) and p(t) per sample for one run, coloured by the mode the same sample (same initial noise) reaches
     with the positive prompt alone."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     import torch
 
-    sigmas = [h[0] for h in guider.history]
-    p = torch.stack([h[1] for h in guider.history]).float()[:, :shown]
-    scale = torch.stack([h[2] for h in guider.history]).float()[:, :shown]
+    evaluations = trace.last_run.evaluations
+    sigmas = [e.sigma for e in evaluations]
+    p = torch.tensor([e.dynamic_p[0][:shown] for e in evaluations])
+    scale = torch.tensor([e.dynamic_scales[0][:shown] for e in evaluations])
     nearest, far = nearest_modes(reference_points[:shown, :2].float(), toy)
     colours = ("tab:green", "tab:blue", "tab:red", "tab:orange", "tab:purple")
     fig = Figure(figsize=(10, 6.5), dpi=100)
@@ -518,45 +501,90 @@ def scale_figure(guider, reference_points, toy: Toy, path: Path, shown: int = 80
     fig.savefig(path)
 
 
+PARTS = ("four", "flow", "asymmetric", "robust")
+
+
+def run_part(part: str, samples: int, robust_samples: int, seed: int, store: Path):
+    """One part of the dynamic-negative tables (the parts can run side by side); rows saved under `store`."""
+    import torch
+
+    docs = PACK_ROOT / "docs"
+    if part == "robust":
+        results = run_all(robust_samples, seed, robust_settings())
+    else:
+        toy = {"four": FOUR, "flow": FLOW, "asymmetric": ASYMMETRIC}[part]
+        keep = []
+        extra = comparison_settings() if toy is FOUR else ()
+        results = run_all(samples, seed, (*extra, *dynamic_settings([toy])), keep=keep)
+        if toy is FOUR:  # one trace per dynamic run: the two comparison rows, then one per sampler
+            scale_figure(keep[2 + SAMPLERS.index(SAMPLER)], results[0][1], FOUR, docs / "exact_score_dynamic_scale.png")
+    rows = [summary(setting, points, forbidden, off) for setting, points, forbidden, off, _ in results]
+    store.mkdir(parents=True, exist_ok=True)
+    torch.save(rows, store / f"{part}.pt")
+    print(robust_table(rows) if part == "robust" else dynamic_table(rows))
+
+
+def assemble(samples: int, robust_samples: int, seed: int, store: Path):
+    """docs/benchmark_exact_score_dynamic.md and docs/exact_score_dynamic.png from the saved parts."""
+    import torch
+
+    parts = {part: torch.load(store / f"{part}.pt") for part in PARTS}
+    comparison = parts["four"][:3]
+    per_sampler = [r for part in PARTS[:3] for r in parts[part] if r["label"].startswith("dynamic (")]
+    defaults = next(r for r in per_sampler if r["toy"] == FOUR.name and r["sampler"] == SAMPLER)
+    comparison = [*comparison, {**defaults, "label": "dynamic, defaults (λ 2, prior 0.5, τ 1)"}]
+    docs = PACK_ROOT / "docs"
+    text = ("# Exact-score benchmark: the dynamic negative (experimental)\n\nGenerated by `scripts/host.sh python "
+            "benchmarks/exact_score.py --dynamic` (see the module's docstring for the toys). The constant scales and "
+            "windows on the same model, seed and sample count are in [benchmark_exact_score.md]"
+            "(benchmark_exact_score.md).\n\n" + comparison_table(comparison) + "\n\n" + dynamic_table(per_sampler)
+            + f"\n\n{samples} samples per row, seed {seed}; 32 steps (EDM: karras σ 80 → 0.002; flow: simple σ 1 → 0);"
+            " dynamic rows at the defaults. Mode E of the asymmetric toy is half inside the negative concept: the "
+            "exact target keeps 0.22 of the samples there (0.29 with the positive prompt alone).\n\n"
+            "Robustness (1026 dimensions, model error on every noise prediction, a style bias on the negative's):\n\n"
+            + robust_table(parts["robust"]) + f"\n\n{robust_samples} samples per row (sampling error of a mass "
+            f"≤ {math.sqrt(0.25 / robust_samples):.3f}).\n\n![dynamic](exact_score_dynamic.png)\n\n"
+            "![s⁻ per sample](exact_score_dynamic_scale.png)\n")
+    (docs / "benchmark_exact_score_dynamic.md").write_text(text)
+    shown = [comparison[1], comparison[3]] + [r for r in per_sampler if r["sampler"] == "euler_ancestral"
+                                              or (r["sampler"] == SAMPLER and r["toy"] != FOUR.name)]
+    panels = [(Setting(f"{r['label'].replace('dynamic (', '').rstrip(')') if r['label'].startswith('dynamic (') else r['label']}",
+                       "dynamic", toy=next(t for t in (FOUR, FLOW, ASYMMETRIC) if t.name == r["toy"])),
+               r["points"], r["forbidden"], r["off"], 0.0) for r in shown]
+    figure(panels, docs / "exact_score_dynamic.png", "Dynamic negative on the exact-score toys (colour = nearest "
+           "mode, black = off-manifold, dashed = 3 spreads)")
+    print(text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=20000)
-    parser.add_argument("--robust-samples", type=int, default=1000,
+    parser.add_argument("--robust-samples", type=int, default=500,
                         help="samples for the 1026-dimensional robustness rows (slow on a CPU)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true", help="print the tables only")
-    parser.add_argument("--dynamic-only", action="store_true", help="only the dynamic-negative tables")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--dynamic", choices=(*PARTS, "assemble", "all"),
+                        help="the dynamic-negative tables instead: one part (parts can run side by side), "
+                             "'assemble' to write the docs from the saved parts, or 'all'")
+    parser.add_argument("--store", type=Path, default=PACK_ROOT / ".host" / "exact_score_parts")
     args = parser.parse_args(argv)
     docs = PACK_ROOT / "docs"
-    if not args.dynamic_only:
-        results = run_all(args.samples, args.seed)
-        text = table(results, args.samples, args.seed)
-        print(text)
-        if not args.no_write:
-            header = ("# Exact-score benchmark\n\nGenerated by `scripts/host.sh python benchmarks/exact_score.py`; "
-                      "see the module's docstring for the design.\n\n")
-            (docs / "benchmark_exact_score.md").write_text(header + text + "\n\n![samples](exact_score.png)\n")
-            figure(results, docs / "exact_score.png")
-    keep = []
-    comparison = run_all(args.samples, args.seed, comparison_settings(), keep=keep)
-    print(comparison_table(comparison))
-    per_sampler = run_all(args.samples, args.seed, dynamic_settings())
-    print(dynamic_table(per_sampler))
-    robust = run_all(args.robust_samples, args.seed, robust_settings())
-    print(robust_table(robust))
+    if args.dynamic:
+        for part in (PARTS if args.dynamic == "all" else () if args.dynamic == "assemble" else (args.dynamic,)):
+            run_part(part, args.samples, args.robust_samples, args.seed, args.store)
+        if args.dynamic in ("assemble", "all"):
+            assemble(args.samples, args.robust_samples, args.seed, args.store)
+        return
+    results = run_all(args.samples, args.seed)
+    text = table(results, args.samples, args.seed)
+    print(text)
     if not args.no_write:
-        figure(comparison[-3:] + [r for r in per_sampler if r[0].sampler == "euler_ancestral" or
-                                  (r[0].sampler == SAMPLER and r[0].toy is not FOUR)],
-               docs / "exact_score_dynamic.png")
-        scale_figure(keep[-1], comparison[0][1], FOUR, docs / "exact_score_dynamic_scale.png")
-        with (docs / "benchmark_exact_score.md").open("a") as out:
-            out.write("\n## Dynamic negative (experimental)\n\n" + comparison_table(comparison) + "\n\n"
-                      + dynamic_table(per_sampler) + f"\n\n{args.samples} samples per row, seed {args.seed}; "
-                      "32 steps (EDM: karras σ 80 → 0.002; flow: simple σ 1 → 0). Dynamic rows at the defaults "
-                      "unless stated.\n\n" + robust_table(robust) + f"\n\n{args.robust_samples} samples per row "
-                      "(1026 dimensions).\n\n![dynamic](exact_score_dynamic.png)\n\n"
-                      "![s⁻ per sample](exact_score_dynamic_scale.png)\n")
-        print(f"wrote {docs / 'benchmark_exact_score.md'} and the figures")
+        header = ("# Exact-score benchmark\n\nGenerated by `scripts/host.sh python benchmarks/exact_score.py`; "
+                  "see the module's docstring for the design. The dynamic negative on the same model: "
+                  "[benchmark_exact_score_dynamic.md](benchmark_exact_score_dynamic.md).\n\n")
+        (docs / "benchmark_exact_score.md").write_text(header + text + "\n\n![samples](exact_score.png)\n")
+        figure(results, docs / "exact_score.png")
+        print(f"wrote {docs / 'benchmark_exact_score.md'} and {docs / 'exact_score.png'}")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,8 @@ def test_new_node_schemas_pinned(host, node_id):
             assert i.tooltip, f"{node_id}: input '{i.id}' needs a tooltip"
 
 
-def test_guidance_nodes_take_the_trace_as_last_optional_input(host):
+def test_guidance_nodes_take_the_trace_as_optional_input_after_evaluation(host):
     for node in (nodes().NegativeGuidance, nodes().NegativeGuidanceGuider):
-        last = node.GET_SCHEMA().inputs[-1]
-        assert last.id == "trace" and last.optional
+        inputs = node.GET_SCHEMA().inputs
+        names = [i.id for i in inputs]
+        assert names.index("trace") == names.index("evaluation") + 1 and inputs[names.index("trace")].optional
