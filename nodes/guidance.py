@@ -212,14 +212,14 @@ class GuidancePlan:
 
     def begin_run(self, settings: schedule.GuidanceSettings, model_patcher, sigmas, node: str) -> RunSchedule:
         """Resolve the run's schedule; stop with a clear message, before any model pass, if ∅ is needed but absent."""
+        if self.empty is None and self.dynamic:
+            raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
+                             "probability from eps(∅).")
         if self.empty is None and settings.needs_empty():
             raise ValueError(
                 f"{node}: connect 'empty' (the empty prompt ∅): with cfg {settings.cfg} and neg_scale "
                 f"{settings.neg_scale} over this window (and any extra negatives) the formula uses eps(∅). Without "
                 "it only neg_scale = -1 (cfg - 1) over the whole run works.")
-        if self.empty is None and self.dynamic:
-            raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
-                             "probability from eps(∅).")
         observer = self.trace.start_run(settings, sigmas) if self.trace is not None else None
         dynamic = None
         if self.dynamic:
