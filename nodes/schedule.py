@@ -255,11 +255,12 @@ class StepCoefficients:
 
 
 class ProgressMap:
-    """A monotone, piecewise-linear map between progress p (rising) and sigma (falling)."""
+    """A monotone, piecewise-linear map between progress p (rising) and sigma (falling); a single point is a
+    constant map."""
 
     def __init__(self, progress: Sequence[float], sigmas: Sequence[float]):
-        if len(progress) != len(sigmas) or len(progress) < 2:
-            raise ValueError("a progress map needs at least two matching points")
+        if len(progress) != len(sigmas) or not progress:
+            raise ValueError("a progress map needs matching points")
         # Sorted by rising progress, i.e. falling sigma; bisect works on the negated sigmas (rising).
         self._progress = [float(p) for p in progress]
         self._negated_sigmas = [-float(s) for s in sigmas]
@@ -288,7 +289,8 @@ def steps_progress_map(run_sigmas: Sequence[float]) -> ProgressMap:
     sigmas = [float(s) for s in run_sigmas]
     steps = len(sigmas) - 1
     if steps < 1:
-        raise ValueError("a run needs at least one step")
+        # A single sigma (SplitSigmas at the last step): no step is sampled, as in ComfyUI; one point at p = 0.
+        return ProgressMap([0.0] * len(sigmas), sigmas)
     return ProgressMap([i / steps for i in range(steps + 1)], sigmas)
 
 

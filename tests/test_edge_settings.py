@@ -61,3 +61,49 @@ def test_defaults_near_cfg_one_follow_comfyuis_test(host, cfg):
                     latent=host.latent)
     assert torch.equal(ours, stock)
     assert [e.batch for e in our_passes.evaluations] == [e.batch for e in stock_passes.evaluations]
+
+
+# ---- a run with a single sigma: nothing to sample, as in ComfyUI ----
+
+def single_sigma(host):
+    """SplitSigmas at the last step: its second output holds the final sigma alone."""
+    from comfy_extras import nodes_custom_sampler as custom
+
+    sigmas = ksampler_sigmas(host.model, "euler", STEPS)
+    return custom.SplitSigmas.execute(sigmas, STEPS).result[1]
+
+
+def noised_latent(host):
+    return {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
+
+
+@pytest.mark.parametrize("route", ["guider", "patch"])
+def test_split_sigmas_at_the_last_step(host, route):
+    from comfy_extras import nodes_custom_sampler as custom
+
+    sigmas = single_sigma(host)
+    assert sigmas.shape == (1,)
+    latent = noised_latent(host)
+    stock = custom_advanced(custom.CFGGuider.execute(host.model, host.positive, host.negative, 6.0).result[0],
+                            "euler", sigmas, latent)
+    passes = PassCounter()
+    if route == "guider":
+        ours_guider = guider(host, passes.counting(host.model), 6.0, 3.0, empty=host.empty)
+    else:
+        ours_guider = custom.CFGGuider.execute(patch(passes.counting(host.model), 3.0, empty=host.empty),
+                                               host.positive, host.negative, 6.0).result[0]
+    ours = custom_advanced(ours_guider, "euler", sigmas, latent)
+    assert torch.equal(ours, stock)
+    assert passes.evaluations == []
+
+
+def test_ksampler_advanced_with_start_equal_to_end(host):
+    import nodes
+
+    latent = noised_latent(host)
+    results = []
+    for model in (host.model, patch(host.model, 3.0, empty=host.empty)):
+        results.append(nodes.KSamplerAdvanced().sample(model, "enable", 1, STEPS, 6.0, "euler", "normal",
+                                                       host.positive, host.negative, latent, STEPS, STEPS,
+                                                       "disable")[0]["samples"])
+    assert torch.equal(results[1], results[0])
