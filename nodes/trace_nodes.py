@@ -73,6 +73,8 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, x_axis=None):
+        # ComfyUI 0.3.75 does not check a V3 combo's value itself. One input only: ComfyUI shows the sentence once
+        # per input this function takes.
         if x_axis is not None and x_axis not in X_AXES:
             return f"NegativeGuidanceTracePlot: x_axis must be one of {', '.join(X_AXES)}, got '{x_axis}'."
         return True
@@ -122,14 +124,12 @@ class NegativeGuidanceProbe(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, positive_word=None, negative_word=None, layers=None, map_size=None):
-        for name, value in (("positive_word", positive_word), ("negative_word", negative_word)):
-            if value is not None and not value.strip():
-                return f"NegativeGuidanceProbe: {name} is empty; give a word of the prompt."
+    def validate_inputs(cls, layers=None):
+        # Only `layers` (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI shows the sentence once per input
+        # this function takes, and checks min/max (map_size) only of inputs it does not take. Empty or unknown words
+        # are refused when the node runs (probe.find_word), naming the input.
         if layers is not None and layers not in probe_lib.LAYER_RULES:
             return f"NegativeGuidanceProbe: layers must be one of {', '.join(probe_lib.LAYER_RULES)}, got '{layers}'."
-        if map_size is not None and map_size < 1:
-            return f"NegativeGuidanceProbe: map_size must be at least 1, got {map_size}."
         return True
 
     @classmethod
