@@ -206,6 +206,110 @@ async function editRedraw({ page, pageErrors }, request) {
   };
 }
 
+/**
+ * Clicks a number widget's arrow as a user does: classic canvas, the arrow drawn at either end of the widget;
+ * Vue nodes, the InputNumber's increment/decrement button. Returns the widget's value after the click and the
+ * value the node shows.
+ */
+async function clickArrow(page, nodeId, widgetName, direction, vueNodes) {
+  if (vueNodes) {
+    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
+      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const button = row.locator(`.p-inputnumber-${direction > 0 ? "increment" : "decrement"}-button`).first();
+    // At the widget's min or max the button is disabled: a click does nothing, as for a user.
+    if (!/p-disabled/.test(await button.getAttribute("class"))) await button.click();
+    await page.waitForTimeout(400);
+    return { value: await page.evaluate(({ nodeId, widgetName }) => window.app.graph.getNodeById(nodeId).widgets
+      .find((w) => w.name === widgetName).value, { nodeId, widgetName }),
+    shown: Number(await row.locator("input").first().inputValue()) };
+  } else {
+    const point = await page.evaluate(({ nodeId, widgetName, direction }) => {
+      const { app, LiteGraph } = window;
+      const node = app.graph.getNodeById(nodeId);
+      const widget = node.widgets.find((w) => w.name === widgetName);
+      const inset = 22; // inside the arrow drawn 15-20 px from the widget's edge
+      const nodeX = direction > 0 ? node.size[0] - inset : inset;
+      const [x, y] = app.canvas.ds.convertOffsetToCanvas(
+        [node.pos[0] + nodeX, node.pos[1] + widget.y + LiteGraph.NODE_WIDGET_HEIGHT / 2]);
+      const rect = app.canvas.canvas.getBoundingClientRect();
+      return { x: rect.left + x, y: rect.top + y };
+    }, { nodeId, widgetName, direction });
+    await page.mouse.click(point.x, point.y);
+  }
+  await page.waitForTimeout(400);
+  const value = await page.evaluate(({ nodeId, widgetName }) => window.app.graph.getNodeById(nodeId).widgets
+    .find((w) => w.name === widgetName).value, { nodeId, widgetName });
+  return { value, shown: value }; // the canvas draws widget.value itself
+}
+
+/** neg_scale's arrows on the first pack node of a template: each click's value and what the graph drew. */
+async function negScaleArrows({ page, pageErrors }, request) {
+  const listed = await templates(page, request.server);
+  await loadWorkflow(page, listed[request.template], request.template);
+  const [target] = await graphStates(page);
+  await frameNodes(page, [target.id]);
+  await waitForGraphs(page);
+  const clicks = [];
+  for (const direction of request.directions) {
+    const { value, shown } = await clickArrow(page, target.id, "neg_scale", direction, request.vueNodes);
+    await page.waitForTimeout(200);
+    const { drawn } = (await graphStates(page)).find((state) => state.id === target.id);
+    clicks.push({ direction, value, shown, drawn });
+  }
+  return { start: target.widgets.neg_scale, clicks, pageErrors };
+}
+
+/**
+ * Builds a small graph (or loads a template), changes widgets as the UI does (value, then the widget's callback)
+ * and removes links; reports what each pack node's graph drew.
+ * request.nodes: [{type, widgets}], request.links: [[from, output, to, input]] by index into nodes;
+ * request.edits: [{type, widgets}] for the first node of that type; request.disconnect: [{type, input}].
+ */
+async function drawnAfter({ page, pageErrors }, request) {
+  if (request.template) {
+    const listed = await templates(page, request.server);
+    await loadWorkflow(page, listed[request.template], request.template);
+  } else {
+    await page.evaluate(({ nodes, links }) => {
+      const { app, LiteGraph } = window;
+      app.graph.clear();
+      const created = nodes.map(({ type, widgets }, i) => {
+        const node = LiteGraph.createNode(type);
+        node.pos = [40 + 420 * i, 80];
+        app.graph.add(node);
+        for (const [name, value] of Object.entries(widgets ?? {})) node.widgets.find((w) => w.name === name).value = value;
+        return node;
+      });
+      for (const [from, output, to, input] of links) {
+        const source = created[from];
+        source.connect(source.outputs.findIndex((o) => o.name === output || o.type === output), created[to],
+          created[to].inputs.findIndex((i) => i.name === input));
+      }
+    }, { nodes: request.nodes, links: request.links ?? [] });
+  }
+  await frameNodes(page);
+  await waitForGraphs(page);
+  await page.evaluate(({ edits, disconnect }) => {
+    const { app } = window;
+    const first = (type) => app.graph.nodes.find((node) => node.type === type);
+    for (const { type, input } of disconnect ?? []) {
+      const node = first(type);
+      node.disconnectInput(node.inputs.findIndex((i) => i.name === input));
+    }
+    for (const { type, widgets } of edits ?? []) {
+      const node = first(type);
+      for (const [name, value] of Object.entries(widgets)) {
+        const widget = node.widgets.find((w) => w.name === name);
+        widget.value = value;
+        widget.callback?.(value, app.canvas, node);
+      }
+    }
+  }, { edits: request.edits, disconnect: request.disconnect });
+  await page.waitForTimeout(500);
+  const states = (await graphStates(page)).map(({ pixels, ...rest }) => rest);
+  return { states, pageErrors };
+}
+
 /** Screenshots of each pack node with its graph, for the README. */
 async function screenshots({ page, pageErrors }, request) {
   mkdirSync(request.outDir, { recursive: true });
@@ -295,7 +399,7 @@ async function build({ page, pageErrors }) {
 }
 
 const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
-  "edit-redraw": editRedraw, screenshots, build };
+  "edit-redraw": editRedraw, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter, screenshots, build };
 
 const request = await readStdin();
 const browser = await chromium.connectOverCDP(request.cdp);
