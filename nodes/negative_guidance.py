@@ -13,8 +13,9 @@ from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
 
 EMPTY_TOOLTIP = ("The empty prompt ∅ (CLIPTextEncode with no text, or ConditioningZeroOut). Needed whenever the "
                  "formula uses eps(∅): any setting other than neg_scale = cfg - 1 over the whole run.")
-NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative pushes away. -1 follows cfg (s⁻ = cfg - 1), which is exactly "
-                     "ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅).")
+NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative prompt pushes away. -1 (any negative value) follows cfg: s⁻ = cfg - 1, "
+                     "exactly ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅). "
+                     "The arrows go from 0 straight to -1 and from -1 straight to 0.")
 
 
 def bounds(name: str, follows_cfg: bool = True) -> dict:
@@ -27,10 +28,12 @@ def window_inputs() -> list:
     """neg_start … ramp_width, shared by both nodes in the same order."""
     return [
         io.Float.Input("neg_start", default=0.0, **bounds("neg_start"), step=0.01, round=0.0001,
-                       tooltip="Where the negative switches on, as a fraction of sampling (0 = first, noisiest "
-                               "step; in window_unit). For steps 5-15 of 30: 0.1667."),
+                       tooltip="Where the negative switches on: the fraction of sampling done before it acts (in "
+                               "window_unit; 0 = from the first, noisiest step). Steps count from 1: to act on "
+                               "steps 6-15 of 30, neg_start = 5/30 = 0.1667 and neg_end = 15/30 = 0.5."),
         io.Float.Input("neg_end", default=1.0, **bounds("neg_end"), step=0.01, round=0.0001,
-                       tooltip="Where the negative switches off again (1 = to the end). For steps 5-15 of 30: 0.5."),
+                       tooltip="Where the negative switches off again: the fraction of sampling done when it stops "
+                               "(1 = to the end). For steps 6-15 of 30: 15/30 = 0.5."),
         io.Combo.Input("window_unit", options=list(schedule.WINDOW_UNITS), default="steps",
                        tooltip="How neg_start/neg_end count. steps: fraction of this run's own steps. "
                                "timestep_percent: ComfyUI's percent, as ConditioningSetTimestepRange uses it. "
@@ -57,7 +60,7 @@ def options_inputs() -> list:
                                      "nodes, chained)."),
         io.Combo.Input("evaluation", options=list(EVALUATIONS), default="batched", optional=True,
                        tooltip="batched: every prompt of a step in one model call (fastest). sequential: one call "
-                               "per prompt, for low VRAM; same result."),
+                               "per prompt, for low VRAM; equal to batched up to floating-point rounding."),
         io.Custom("NEGATIVE_GUIDANCE_TRACE").Input(
             "trace", optional=True,
             tooltip="Optional: a NegativeGuidanceTrace handle. The sampler fills it with per-step numbers (scales, "
