@@ -63,8 +63,8 @@ def options_inputs() -> list:
                                "per prompt, for low VRAM; equal to batched up to floating-point rounding."),
         io.Custom("NEGATIVE_GUIDANCE_TRACE").Input(
             "trace", optional=True,
-            tooltip="Optional: a NegativeGuidanceTrace handle. The sampler fills it with per-step numbers (scales, "
-                    "norms, ratio); plot it with NegativeGuidanceTracePlot after the sampler. Changes no pixel."),
+            tooltip="Optional: the handle of a Guidance Trace node. The sampler fills it with per-step numbers "
+                    "(scales, norms, ratio); plot it with Guidance Trace Plot after the sampler. Changes no pixel."),
     ]
 
 
@@ -102,18 +102,21 @@ class NegativeGuidance(io.ComfyNode):
             node_id="NegativeGuidance",
             display_name="Negative Guidance (patch)",
             category="advanced/guidance",
-            description=("Three-way negative guidance for the plain KSampler: eps = eps(∅) + cfg·(eps(y) - eps(∅)) "
-                         "- neg_scale·w(t)·(eps(ỹ) - eps(∅)). Keep positive = y, negative = ỹ and cfg = s⁺ on the "
-                         "KSampler; the defaults change nothing until you turn a knob."),
+            description=("Gives the negative prompt its own strength (neg_scale) and its own part of the run "
+                         "(neg_start to neg_end) on the ordinary KSampler. Keep positive, negative and cfg on the "
+                         "KSampler as usual; the defaults change nothing until you turn a knob. "
+                         "eps = eps(∅) + cfg·(eps(y) - eps(∅)) - neg_scale·w(t)·(eps(ỹ) - eps(∅))."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model to patch (from the checkpoint loader or other model "
+                                                "nodes); sample the patched one with KSampler."),
                 io.Conditioning.Input("empty", optional=True, tooltip=EMPTY_TOOLTIP),
                 io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, **bounds("neg_scale"), step=0.1,
                                round=0.01, tooltip=NEG_SCALE_TOOLTIP),
                 *window_inputs(),
                 *options_inputs(),
             ],
-            outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler.")],
+            outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler (or "
+                                             "KSamplerAdvanced, SamplerCustom), whose cfg is s⁺.")],
         )
 
     @classmethod
@@ -134,10 +137,11 @@ class NegativeGuidanceGuider(io.ComfyNode):
             node_id="NegativeGuidanceGuider",
             display_name="Negative Guidance Guider",
             category="sampling/custom_sampling/guiders",
-            description=("GUIDER for SamplerCustomAdvanced with independent scales for the positive (cfg) and "
-                         "the negative (neg_scale) and a window when the negative acts."),
+            description=("A guider for SamplerCustomAdvanced that gives the positive prompt (cfg) and the negative "
+                         "prompt (neg_scale) separate strengths, and the negative its own part of the run "
+                         "(neg_start to neg_end)."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model to sample."),
                 io.Conditioning.Input("positive", tooltip="The positive prompt y."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt ỹ."),
                 io.Conditioning.Input("empty", optional=True, tooltip=EMPTY_TOOLTIP),
@@ -148,7 +152,7 @@ class NegativeGuidanceGuider(io.ComfyNode):
                 *window_inputs(),
                 *options_inputs(),
             ],
-            outputs=[io.Guider.Output()],
+            outputs=[io.Guider.Output(tooltip="Connect to the guider input of SamplerCustomAdvanced.")],
         )
 
     @classmethod
@@ -171,9 +175,9 @@ class ExtraNegative(io.ComfyNode):
             node_id="ExtraNegative",
             display_name="Extra Negative (for Negative Guidance)",
             category="advanced/guidance",
-            description=("One more negative prompt ỹᵢ with its own scale sᵢ and window wᵢ, added to NegativeGuidance "
-                         "or NegativeGuidanceGuider: eps -= sᵢ·wᵢ(t)·(eps(ỹᵢ) - eps(∅)). Chain several. "
-                         "Needs 'empty' connected on the main node."),
+            description=("One more negative prompt with its own strength and its own part of the run, for "
+                         "Negative Guidance (patch) or the Negative Guidance Guider: eps -= sᵢ·wᵢ(t)·(eps(ỹᵢ) - "
+                         "eps(∅)). Chain several. Needs 'empty' connected on the main node."),
             inputs=[
                 io.Conditioning.Input("negative", tooltip="This negative prompt ỹᵢ."),
                 io.Float.Input("neg_scale", default=3.0, **bounds("neg_scale", follows_cfg=False), step=0.1,
@@ -181,7 +185,9 @@ class ExtraNegative(io.ComfyNode):
                 *window_inputs(),
                 ExtraNegatives.Input("extra_negatives", optional=True, tooltip="Earlier ExtraNegative nodes."),
             ],
-            outputs=[ExtraNegatives.Output(display_name="extra_negatives")],
+            outputs=[ExtraNegatives.Output(display_name="extra_negatives",
+                                           tooltip="This negative and the earlier ones: connect to extra_negatives "
+                                                   "of a guidance node or of another Extra Negative.")],
         )
 
     @classmethod

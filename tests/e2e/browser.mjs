@@ -310,6 +310,23 @@ async function drawnAfter({ page, pageErrors }, request) {
   return { states, pageErrors };
 }
 
+/** Types a query into the node search box (double-click on the empty canvas) and reports the listed nodes. */
+async function nodeSearch({ page, pageErrors }, request) {
+  await page.evaluate(() => window.app.graph.clear());
+  const rect = await page.evaluate(() => {
+    const r = window.app.canvas.canvas.getBoundingClientRect();
+    return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
+  });
+  await page.mouse.dblclick(rect.x, rect.y);
+  const input = page.locator(".comfy-vue-node-search-box input, .p-autocomplete-input").first();
+  await input.waitFor({ timeout: 10000 });
+  await input.fill(request.query);
+  await page.waitForTimeout(1000);
+  const listed = await page.evaluate(() => [...document.querySelectorAll(".p-autocomplete-option, [role=option]")]
+    .map((option) => option.innerText.split("\n")[0].trim()).filter(Boolean));
+  return { listed, pageErrors };
+}
+
 /** Screenshots of each pack node with its graph, for the README. */
 async function screenshots({ page, pageErrors }, request) {
   mkdirSync(request.outDir, { recursive: true });
@@ -399,7 +416,8 @@ async function build({ page, pageErrors }) {
 }
 
 const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
-  "edit-redraw": editRedraw, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter, screenshots, build };
+  "edit-redraw": editRedraw, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
+  "node-search": nodeSearch, screenshots, build };
 
 const request = await readStdin();
 const browser = await chromium.connectOverCDP(request.cdp);

@@ -197,6 +197,15 @@ def test_graph_draws_the_extra_negatives(renderer, comfy_server, chromium):
     assert not our_page_errors(result)
 
 
+def test_node_search_lists_the_guidance_nodes_first(comfy_server, chromium):
+    """The frontend's search ranks display names that start with the query first, shorter first."""
+    comfy_server.set_setting("Comfy.VueNodes.Enabled", False)
+    result = chromium.run("node-search", comfy_server.url, query="negative guid")
+    listed = result["listed"]
+    assert sorted(listed[:2]) == ["Negative Guidance (patch)", "Negative Guidance Guider"], listed
+    assert "Guidance Trace (for Negative Guidance)" in listed[2:]
+
+
 SHOTS = [
     {"template": "01_sd15_ksampler_delayed_negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
     {"template": "02_custom_sampler_guider_fade_in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},

@@ -10,10 +10,6 @@ import pytest
 from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, TINY_CHECKPOINT_NODE, PromptRefused,
                               with_tiny_models)
 
-# Inputs whose meaning their type already says; every other input of the pack's nodes carries a tooltip.
-SELF_EXPLAINING_INPUTS = {"model"}
-
-
 def test_pack_imports_without_error(comfy_server, object_info):
     log = comfy_server.log_text()
     failed = [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_FOLDER in line]
@@ -41,17 +37,27 @@ def test_object_info_describes_both_nodes_with_tooltips(object_info):
         assert node_type in object_info, f"/object_info has no {node_type}"
         info = object_info[node_type]
         assert info["python_module"].endswith(PACK_FOLDER), info["python_module"]
-        assert info["description"].strip()
         inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
         for name in ("neg_scale", "neg_start", "neg_end", "window_unit", "ramp", "ramp_width"):
             assert name in inputs, f"{node_type} lacks {name}"
-        for name, spec in inputs.items():
-            if name in SELF_EXPLAINING_INPUTS:
-                continue
-            options = spec[1] if len(spec) > 1 else {}
-            assert options.get("tooltip", "").strip(), f"{node_type}.{name} has no tooltip"
     assert object_info["NegativeGuidance"]["output"] == ["MODEL"]
     assert object_info["NegativeGuidanceGuider"]["output"] == ["GUIDER"]
+
+
+def test_every_input_and_output_of_every_pack_node_has_a_tooltip(object_info):
+    ours = [name for name, info in object_info.items() if info["python_module"].endswith(PACK_FOLDER)]
+    assert len(ours) >= 7, ours
+    for node_type in ours:
+        info = object_info[node_type]
+        assert info["description"].strip(), node_type
+        assert "seed" not in info["description"], f"{node_type}: a description in the user's words"
+        inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
+        for name, spec in inputs.items():
+            options = spec[1] if len(spec) > 1 else {}
+            assert options.get("tooltip", "").strip(), f"{node_type}.{name} has no tooltip"
+        tooltips = info.get("output_tooltips") or [None] * len(info["output"])
+        for name, tooltip in zip(info["output_name"], tooltips):
+            assert (tooltip or "").strip(), f"{node_type} output {name} has no tooltip"
 
 
 def test_frontend_extension_is_served(comfy_server):
