@@ -239,8 +239,9 @@ function draw(canvas, settings) {
 
   ctx.font = "10px sans-serif";
   const ticks = symbolic ? [[0, "0"], [1, "cfg − 1"]] : [[0, "0"], [curveScale, formatNumber(curveScale)]];
-  if (!symbolic && cfg != null && Math.abs(cfg - curveScale) > (yMax - yMin) * 0.08) {
-    ticks.push([cfg, formatNumber(cfg)]);
+  // s⁺ and each extra negative's scale, where there is room between the labels.
+  for (const value of [...(symbolic || cfg == null ? [] : [cfg]), ...extras.map((extra) => extra.scale)]) {
+    if (ticks.every(([tick]) => Math.abs(value - tick) > (yMax - yMin) * 0.08)) ticks.push([value, formatNumber(value)]);
   }
   const tickWidth = Math.max(...ticks.map(([, label]) => ctx.measureText(label).width));
   const legendLines = extras.length ? 2 : 1;
