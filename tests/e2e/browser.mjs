@@ -259,6 +259,28 @@ async function negScaleArrows({ page, pageErrors }, request) {
   return { start: target.widgets.neg_scale, clicks, pageErrors };
 }
 
+/** Changes widgets as the UI does (value, then the widget's callback) and removes links, on the first node of
+ * each type named: edits [{type, widgets}], disconnect [{type, input}]. */
+async function applyEdits(page, edits, disconnect) {
+  await page.evaluate(({ edits, disconnect }) => {
+    const { app } = window;
+    const first = (type) => app.graph.nodes.find((node) => node.type === type);
+    for (const { type, input } of disconnect ?? []) {
+      const node = first(type);
+      node.disconnectInput(node.inputs.findIndex((i) => i.name === input));
+    }
+    for (const { type, widgets } of edits ?? []) {
+      const node = first(type);
+      for (const [name, value] of Object.entries(widgets)) {
+        const widget = node.widgets.find((w) => w.name === name);
+        widget.value = value;
+        widget.callback?.(value, app.canvas, node);
+      }
+    }
+  }, { edits, disconnect });
+  await page.waitForTimeout(500);
+}
+
 /**
  * Builds a small graph (or loads a template), changes widgets as the UI does (value, then the widget's callback)
  * and removes links; reports what each pack node's graph drew.
@@ -289,23 +311,7 @@ async function drawnAfter({ page, pageErrors }, request) {
   }
   await frameNodes(page);
   await waitForGraphs(page);
-  await page.evaluate(({ edits, disconnect }) => {
-    const { app } = window;
-    const first = (type) => app.graph.nodes.find((node) => node.type === type);
-    for (const { type, input } of disconnect ?? []) {
-      const node = first(type);
-      node.disconnectInput(node.inputs.findIndex((i) => i.name === input));
-    }
-    for (const { type, widgets } of edits ?? []) {
-      const node = first(type);
-      for (const [name, value] of Object.entries(widgets)) {
-        const widget = node.widgets.find((w) => w.name === name);
-        widget.value = value;
-        widget.callback?.(value, app.canvas, node);
-      }
-    }
-  }, { edits: request.edits, disconnect: request.disconnect });
-  await page.waitForTimeout(500);
+  await applyEdits(page, request.edits, request.disconnect);
   const states = (await graphStates(page)).map(({ pixels, ...rest }) => rest);
   return { states, pageErrors };
 }
@@ -332,8 +338,9 @@ async function screenshots({ page, pageErrors }, request) {
   mkdirSync(request.outDir, { recursive: true });
   const listed = await templates(page, request.server);
   const files = [];
-  for (const { template, nodeType, file, withNeighbours } of request.shots) {
+  for (const { template, nodeType, file, withNeighbours, edits } of request.shots) {
     await loadWorkflow(page, listed[template], template);
+    if (edits) await applyEdits(page, edits);
     const ids = await page.evaluate(({ nodeType, withNeighbours }) => {
       const node = window.app.graph.nodes.find((n) => n.type === nodeType);
       const ids = [node.id];
@@ -344,17 +351,17 @@ async function screenshots({ page, pageErrors }, request) {
       }
       return ids;
     }, { nodeType, withNeighbours });
-    await frameNodes(page, ids, 1.25);
-    await waitForGraphs(page);
-    await page.waitForTimeout(600);
-    const clip = await page.evaluate((ids) => {
+    const measure = () => page.evaluate((ids) => {
       const { app, LiteGraph } = window;
       const rect = app.canvas.canvas.getBoundingClientRect();
       const boxes = ids.map((id) => {
         const node = app.graph.getNodeById(id);
         const element = document.querySelector(`[data-node-id="${id}"]`);
         if (element) return element.getBoundingClientRect();
-        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT]);
+        // The classic canvas draws the node's source badge above its title: keep it in the picture.
+        const badge = 1.6 * LiteGraph.NODE_TITLE_HEIGHT;
+        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas(
+          [node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT - badge]);
         const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0], node.pos[1] + node.size[1]]);
         return { left: rect.left + x0, top: rect.top + y0, right: rect.left + x1, bottom: rect.top + y1 };
       });
@@ -364,6 +371,18 @@ async function screenshots({ page, pageErrors }, request) {
         width: Math.max(...boxes.map((b) => b.right)) + 12 - Math.max(0, left),
         height: Math.max(...boxes.map((b) => b.bottom)) + 12 - Math.max(0, top) };
     }, ids);
+    // Vue nodes can be taller on screen than node.size says: shrink until the nodes fit in the viewport.
+    let scale = 1.25;
+    let clip = null;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      await frameNodes(page, ids, scale);
+      await waitForGraphs(page);
+      await page.waitForTimeout(600);
+      clip = await measure();
+      const room = VIEWPORT.height - 8 - clip.y;
+      if (clip.height <= room) break;
+      scale = (await page.evaluate(() => window.app.canvas.ds.scale)) * room / clip.height * 0.97;
+    }
     const path = join(request.outDir, file);
     await page.screenshot({ path, clip });
     files.push({ file: path, graphs: (await graphStates(page)).map(({ pixels, widgets, ...rest }) => rest) });
