@@ -189,7 +189,9 @@ async function editRedraw({ page, pageErrors }, request) {
   await waitForGraphs(page);
   await page.waitForTimeout(300);
   const before = (await graphStates(page)).find((state) => state.id === target.id);
-  const negStart = await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
+  // samplerOnly: no edit on the pack node first, so nothing but the sampler's own widget can trigger the redraw.
+  const negStart = request.samplerOnly ? before.widgets.neg_start
+    : await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
   const after = (await graphStates(page)).find((state) => state.id === target.id);
   let sampler = null;
   if (request.samplerCfg !== undefined) {
@@ -197,7 +199,9 @@ async function editRedraw({ page, pageErrors }, request) {
     const samplerId = await page.evaluate(() => window.app.graph.nodes.find((n) => n.type === "KSampler").id);
     await frameNodes(page, [target.id, samplerId]);
     const cfg = await editWidget(page, samplerId, "cfg", request.samplerCfg, request.vueNodes);
-    sampler = { cfg, ...(await graphStates(page)).find((state) => state.id === target.id) };
+    const steps = request.samplerSteps === undefined ? null
+      : await editWidget(page, samplerId, "steps", request.samplerSteps, request.vueNodes);
+    sampler = { cfg, steps, ...(await graphStates(page)).find((state) => state.id === target.id) };
   }
   const strip = ({ pixels, ...rest }) => ({ ...rest });
   return {

@@ -104,6 +104,20 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
 
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_patch_graph_follows_ksampler_edits_alone(renderer, comfy_server, chromium):
+    """Nodes 2.0 on frontend 1.32.9 keeps the widget callbacks it found when it mounted a node: the graph must
+    follow a KSampler edit even when no widget of the pack node changed first."""
+    result = chromium.run("edit-redraw", comfy_server.url, template="01_sd15_ksampler_delayed_negative",
+                          samplerOnly=True, samplerCfg=5.0, samplerSteps=20, vueNodes=renderer)
+    sampler = result["sampler"]
+    # Classic: typed values. Vue nodes: one press of "+" on each (cfg 7.5 → 7.6, steps 30 → 31).
+    assert (sampler["cfg"], sampler["steps"]) == ((7.6, 31) if renderer else (5.0, 20))
+    assert sampler["drawn"]["cfg"] == pytest.approx(sampler["cfg"])
+    assert sampler["drawn"]["steps"] == sampler["steps"]
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 def test_neg_scale_arrows_never_make_a_refused_value(renderer, comfy_server, chromium):
     """From -1 (follow cfg) one click up is 0, not -0.9; from 0 one click down is -1, not -0.1. Every value a
     click gives is one the node accepts and means what the graph draws."""
@@ -185,6 +199,15 @@ def test_graph_facts_follow_the_sampler(renderer, case, graph, cfg, label, comfy
     drawn = state["drawn"]
     assert (drawn["cfg"], drawn["negativeScale"], drawn["stepsLabel"], drawn["problem"]) == (cfg, cfg - 1, label, None)
     assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_guider_graph_counts_the_steps_of_its_scheduler(renderer, comfy_server, chromium):
+    # Template 2: BasicScheduler 25 steps → SamplerCustomAdvanced; smoothstep fade-in from 0.2 over 0.2, so w > 0
+    # from the 7th step (the 6th, at p = 0.2, is the ramp's zero).
+    result = chromium.run("drawn-after", comfy_server.url, template="02_custom_sampler_guider_fade_in")
+    [state] = result["states"]
+    assert state["drawn"]["stepsLabel"] == "negative on steps 7–25 of 25"
 
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
