@@ -83,3 +83,78 @@ export function samplePoints(window, columns) {
   }
   return [...points].sort((a, b) => a - b);
 }
+
+// ---- validation: the sentences nodes/schedule.py `validate` gives (tests/vectors/validation_vectors.json) ----
+
+// The number inputs' bounds (schedule.BOUNDS) and what a bound's message adds.
+export const BOUNDS = { cfg: [0, 100], neg_scale: [-1, 100], neg_start: [0, 1], neg_end: [0, 1], ramp_width: [0, 1] };
+const BOUND_NOTES = { cfg: "", neg_scale: " (any negative value follows cfg)", neg_start: " (a fraction of sampling)",
+  neg_end: " (a fraction of sampling)", ramp_width: "" };
+// Coefficients this close to zero count as zero (schedule.ZERO_TOLERANCE).
+const ZERO_TOLERANCE = 1e-6;
+
+/** Any negative neg_scale means "follow cfg" (s⁻ = cfg − 1), as schedule.follows_cfg_value. */
+export function followsCfg(negScale) {
+  return negScale < 0;
+}
+
+/** A number as schedule.format_number writes it in a message: at most 4 decimals, shortest form. */
+export function formatNumber(value) {
+  const rounded = Math.round(value * 1e4) / 1e4;
+  return String(Object.is(rounded, -0) ? 0 : rounded);
+}
+
+/** Whether eps(∅) gets a non-zero coefficient somewhere (GuidanceSettings.needs_empty, main negative only). */
+function needsEmpty(cfg, negScale, window) {
+  const scale = followsCfg(negScale) ? cfg - 1 : negScale;
+  const isZero = (value) => Math.abs(value) <= ZERO_TOLERANCE;
+  if (isZero(scale) || window.isEmpty) return !isZero(1 - cfg);
+  const isFull = window.start <= EDGE_TOLERANCE && window.end >= 1 - EDGE_TOLERANCE;
+  return isFull ? !isZero(1 - cfg + scale) : true;
+}
+
+/**
+ * The first problem with a node's settings, as the sentence the server gives (schedule.validate), or null.
+ * `values`: {cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width}; null/undefined means unknown.
+ * `emptyConnected`: true, false, or null (unknown).
+ */
+export function validationProblem(node, values, emptyConnected, followsCfgAllowed = true) {
+  const known = (value) => value !== null && value !== undefined;
+  const numbers = ["cfg", "neg_scale", "neg_start", "neg_end", "ramp_width"];
+  for (const name of numbers) {
+    if (known(values[name]) && !Number.isFinite(values[name])) return `${node}: ${name} must be a finite number.`;
+  }
+  for (const name of numbers) {
+    const value = values[name];
+    const [low, high] = name === "neg_scale" && !followsCfgAllowed ? [0, BOUNDS[name][1]] : BOUNDS[name];
+    if (known(value) && !(low <= value && value <= high)) {
+      const note = followsCfgAllowed || name !== "neg_scale" ? BOUND_NOTES[name] : "";
+      return `${node}: ${name} must lie between ${formatNumber(low)} and ${formatNumber(high)}${note}, ` +
+        `got ${formatNumber(value)}.`;
+    }
+  }
+  const { cfg, neg_scale: negScale, neg_start: start, neg_end: end, window_unit: unit, ramp,
+    ramp_width: rampWidth } = values;
+  if (known(unit) && !WINDOW_UNITS.includes(unit)) {
+    return `${node}: window_unit must be one of ${WINDOW_UNITS.join(", ")}, got '${unit}'.`;
+  }
+  if (known(ramp) && !RAMPS.includes(ramp)) return `${node}: ramp must be one of ${RAMPS.join(", ")}, got '${ramp}'.`;
+  if (known(start) && known(end) && start > end) {
+    return `${node}: neg_start (${formatNumber(start)}) must not be greater than neg_end (${formatNumber(end)}); ` +
+      "the negative acts from neg_start to neg_end.";
+  }
+  if (![start, end, ramp, rampWidth].every(known)) return null;
+  const window = new Window(start, end, ramp, rampWidth);
+  const fades = Number(window.fadesIn) + Number(window.fadesOut);
+  if (fades && fades * rampWidth > end - start + EDGE_TOLERANCE) {
+    return `${node}: ramp_width (${formatNumber(rampWidth)}) is too wide for the window ` +
+      `${formatNumber(start)}-${formatNumber(end)}: its ${fades} ramp(s) need ${formatNumber(fades * rampWidth)} ` +
+      "of it. Narrow the ramp or widen the window.";
+  }
+  if (emptyConnected === false && known(cfg) && known(negScale) && needsEmpty(cfg, negScale, window)) {
+    return `${node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with ` +
+      `cfg ${formatNumber(cfg)} and neg_scale ${formatNumber(negScale)} over this window the formula uses eps(∅). ` +
+      "Only the ordinary negative prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.";
+  }
+  return null;
+}

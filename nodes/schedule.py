@@ -315,43 +315,75 @@ def percent_progress_map(percent_to_sigma: Callable[[float], float], window: Win
 
 
 def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-             empty_connected: bool | None) -> str | None:
+             empty_connected: bool | None, *, follows_cfg: bool = True) -> str | None:
     """The first problem with a node's inputs as a sentence naming the node and the input, or None.
 
-    Any value may be None: an input fed by a link is not known before the graph runs, and is not checked.
-    `empty_connected` None means unknown too.
+    Any value may be None (not known here) and is then not checked; `empty_connected` None means unknown too.
+    `follows_cfg` False for ExtraNegative, whose neg_scale has no "follow cfg" meaning and starts at 0.
+    js/schedule.js `validationProblem` gives the same sentences (tests/vectors/validation_vectors.json).
     """
-    for name, value in (("cfg", cfg), ("neg_scale", neg_scale), ("neg_start", neg_start),
-                        ("neg_end", neg_end), ("ramp_width", ramp_width)):
+    values = (("cfg", cfg), ("neg_scale", neg_scale), ("neg_start", neg_start), ("neg_end", neg_end),
+              ("ramp_width", ramp_width))
+    for name, value in values:
         if value is not None and not math.isfinite(value):
-            return f"{node}: {name} must be a finite number, got {value}."
-    if cfg is not None and cfg < 0:
-        return f"{node}: cfg must not be negative, got {cfg}."
-    if neg_scale is not None and neg_scale < 0 and neg_scale != NEG_SCALE_FOLLOWS_CFG:
-        return f"{node}: neg_scale must be 0 or more, or exactly -1 to follow cfg (cfg - 1), got {neg_scale}."
-    for name, value in (("neg_start", neg_start), ("neg_end", neg_end)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            return f"{node}: {name} must lie between 0 and 1 (a fraction of sampling), got {value}."
-    if neg_start is not None and neg_end is not None and neg_start > neg_end:
-        return (f"{node}: neg_start ({neg_start}) must not be greater than neg_end ({neg_end}); "
-                "the negative acts from neg_start to neg_end.")
+            return f"{node}: {name} must be a finite number."
+    for name, value in values:
+        low, high = input_bounds(name, follows_cfg)
+        if value is not None and not low <= value <= high:
+            return f"{node}: {name} must lie between {format_number(low)} and {format_number(high)}" \
+                   f"{BOUND_NOTES[name] if follows_cfg or name != 'neg_scale' else ''}, got {format_number(value)}."
     if window_unit is not None and window_unit not in WINDOW_UNITS:
         return f"{node}: window_unit must be one of {', '.join(WINDOW_UNITS)}, got '{window_unit}'."
     if ramp is not None and ramp not in RAMPS:
         return f"{node}: ramp must be one of {', '.join(RAMPS)}, got '{ramp}'."
-    if ramp_width is not None and not 0.0 <= ramp_width <= 1.0:
-        return f"{node}: ramp_width must lie between 0 and 1, got {ramp_width}."
+    if neg_start is not None and neg_end is not None and neg_start > neg_end:
+        return (f"{node}: neg_start ({format_number(neg_start)}) must not be greater than neg_end "
+                f"({format_number(neg_end)}); the negative acts from neg_start to neg_end.")
     if None in (neg_start, neg_end, ramp, ramp_width):
         return None
     window = Window(neg_start, neg_end, ramp, ramp_width)
     fades = int(window.fades_in) + int(window.fades_out)
     if fades and fades * ramp_width > (neg_end - neg_start) + EDGE_TOLERANCE:
-        return (f"{node}: ramp_width ({ramp_width}) is too wide for the window {neg_start}-{neg_end}: "
-                f"its {fades} ramp(s) need {fades * ramp_width:.4g} of it. Narrow the ramp or widen the window.")
+        return (f"{node}: ramp_width ({format_number(ramp_width)}) is too wide for the window "
+                f"{format_number(neg_start)}-{format_number(neg_end)}: its {fades} ramp(s) need "
+                f"{format_number(fades * ramp_width)} of it. Narrow the ramp or widen the window.")
     if empty_connected is False and None not in (cfg, neg_scale):
-        settings = GuidanceSettings(cfg, neg_scale, window)
+        settings = GuidanceSettings(cfg, resolved_neg_scale(neg_scale), window)
         if settings.needs_empty():
             return (f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with "
-                    f"cfg {cfg} and neg_scale {neg_scale} over this window the formula uses eps(∅). Only the "
-                    "ordinary negative prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
+                    f"cfg {format_number(cfg)} and neg_scale {format_number(neg_scale)} over this window the "
+                    "formula uses eps(∅). Only the ordinary negative prompt (neg_scale = cfg - 1, or -1, over the "
+                    "whole run) works without it.")
     return None
+
+
+# The schema bounds of the nodes' number inputs (nodes/negative_guidance.py declares them from here). ComfyUI
+# checks them for widget values; validate() checks them again for values that arrive through links.
+BOUNDS = {"cfg": (0.0, 100.0), "neg_scale": (-1.0, 100.0), "neg_start": (0.0, 1.0), "neg_end": (0.0, 1.0),
+          "ramp_width": (0.0, 1.0)}
+BOUND_NOTES = {"cfg": "", "neg_scale": " (any negative value follows cfg)", "neg_start": " (a fraction of sampling)",
+               "neg_end": " (a fraction of sampling)", "ramp_width": ""}
+
+
+def input_bounds(name: str, follows_cfg: bool = True) -> tuple:
+    """(min, max) of a number input; ExtraNegative's neg_scale starts at 0."""
+    low, high = BOUNDS[name]
+    return (0.0, high) if name == "neg_scale" and not follows_cfg else (low, high)
+
+
+def follows_cfg_value(neg_scale: float) -> bool:
+    """Any negative neg_scale means "follow cfg" (s⁻ = s⁺ − 1): the widget's arrows step from 0 to −0.1, and
+    from −1 to −0.9, and each must keep a meaning the node accepts. −1 is the value saved workflows hold."""
+    return neg_scale < 0
+
+
+def resolved_neg_scale(neg_scale: float) -> float:
+    """neg_scale as GuidanceSettings reads it: NEG_SCALE_FOLLOWS_CFG for every negative value."""
+    return NEG_SCALE_FOLLOWS_CFG if follows_cfg_value(neg_scale) else float(neg_scale)
+
+
+def format_number(value: float) -> str:
+    """A number in a message, written as js/schedule.js `formatNumber` writes it (shortest form, 4 decimals)."""
+    rounded = round(float(value), 4) + 0.0  # + 0.0: no "-0"
+    text = repr(rounded)
+    return text[:-2] if text.endswith(".0") else text

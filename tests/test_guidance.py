@@ -5,6 +5,7 @@ Conditioning indices in pass counts: 0 = positive y, 1 = negative ỹ, 2 = empty
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -255,18 +256,8 @@ def test_patch_without_empty_stops_before_the_first_pass(host):
     assert passes.evaluations == []
 
 
-@pytest.mark.parametrize("node_id, kwargs, message", [
-    ("NegativeGuidanceGuider", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
-    ("NegativeGuidance", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
-    ("NegativeGuidanceGuider", {"neg_scale": math.nan}, "neg_scale must be a finite number"),
-    ("NegativeGuidance", {"neg_scale": math.inf}, "neg_scale must be a finite number"),
-    ("NegativeGuidanceGuider", {"cfg": math.nan}, "cfg must be a finite number"),
-    ("NegativeGuidanceGuider", {"neg_scale": -0.5}, "neg_scale must be 0 or more, or exactly -1"),
-    ("NegativeGuidance", {"neg_start": 0.4, "neg_end": 0.6, "ramp": "linear", "ramp_width": 0.2}, "too wide"),
-    ("NegativeGuidanceGuider", {"neg_scale": 2.0}, "connect 'empty'"),
-])
-def test_validate_inputs_through_comfyui(host, node_id, kwargs, message):
-    """The message reaches the user the way ComfyUI reports a bad prompt: execution.validate_inputs."""
+def comfyui_validation(host, node_id, **kwargs) -> list:
+    """The node's own errors as ComfyUI's execution.validate_inputs reports a bad prompt (before anything runs)."""
     import asyncio
 
     import execution
@@ -285,20 +276,53 @@ def test_validate_inputs_through_comfyui(host, node_id, kwargs, message):
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "glasses"}},
         "node": {"class_type": node_id, "inputs": inputs},
     }
-    valid, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "node", {}))
-    assert not valid
-    details = [e["details"] for e in errors if e["type"] == "custom_validation_failed"]
-    assert details and all(f"{node_id}: " in d and message in d for d in details), errors
+    _, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "node", {}))
+    return errors
 
 
-def test_valid_settings_pass_validation(host):
+@pytest.mark.parametrize("node_id, name, value", [
+    ("NegativeGuidanceGuider", "cfg", 1000.0),  # the stock KSampler refuses cfg > 100 too
+    ("NegativeGuidanceGuider", "neg_scale", 500.0),
+    ("NegativeGuidance", "neg_scale", -1.5),
+    ("NegativeGuidance", "neg_end", 1.2),
+    ("NegativeGuidance", "ramp_width", -0.5),
+])
+def test_comfyui_checks_every_bound_once_on_its_input(host, node_id, name, value):
+    errors = comfyui_validation(host, node_id, **{name: value})
+    assert [e["extra_info"]["input_name"] for e in errors] == [name], errors
+    assert errors[0]["type"] in ("value_bigger_than_max", "value_smaller_than_min")
+
+
+@pytest.mark.parametrize("node_id", ["NegativeGuidance", "NegativeGuidanceGuider"])
+def test_valid_settings_pass_comfyui_validation(host, node_id):
+    assert comfyui_validation(host, node_id, neg_scale=-0.9, neg_start=0.1667, neg_end=0.5, ramp="linear",
+                              ramp_width=0.1) == []
+
+
+@pytest.mark.parametrize("node_id, kwargs, message", [
+    ("NegativeGuidanceGuider", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
+    ("NegativeGuidance", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
+    ("NegativeGuidanceGuider", {"neg_scale": math.nan}, "neg_scale must be a finite number"),
+    ("NegativeGuidance", {"neg_scale": math.inf}, "neg_scale must be a finite number"),
+    ("NegativeGuidanceGuider", {"cfg": math.nan}, "cfg must be a finite number"),
+    ("NegativeGuidanceGuider", {"cfg": 1000.0}, "cfg must lie between 0 and 100, got 1000"),
+    ("NegativeGuidance", {"neg_scale": 500.0}, "neg_scale must lie between -1 and 100"),
+    ("NegativeGuidance", {"ramp": "cosine"}, "ramp must be one of hard, linear, smoothstep, got 'cosine'"),
+    ("NegativeGuidance", {"neg_start": 0.4, "neg_end": 0.6, "ramp": "linear", "ramp_width": 0.2}, "too wide"),
+    ("NegativeGuidanceGuider", {"neg_scale": 2.0}, "connect 'empty'"),
+])
+def test_node_refuses_bad_settings_when_it_runs(host, node_id, kwargs, message):
+    """Values that arrive through links are None in validate_inputs: every setting is checked when the node runs,
+    before the model is touched, with a sentence naming node and input."""
+    values = {"cfg": 8.0, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps",
+              "ramp": "hard", "ramp_width": 0.0, **kwargs}
     classes = node_classes()
-    assert classes.NegativeGuidance.validate_inputs(neg_scale=-1.0, neg_start=0.1667, neg_end=0.5,
-                                                    window_unit="steps", ramp="linear", ramp_width=0.1) is True
-    # A connected 'empty' arrives as None (its value is not known before the graph runs).
-    assert classes.NegativeGuidanceGuider.validate_inputs(cfg=7.0, neg_scale=3.0, neg_start=0.0, neg_end=1.0,
-                                                          window_unit="steps", ramp="hard", ramp_width=0.0,
-                                                          empty=None) is True
+    with pytest.raises(ValueError, match=rf"^{node_id}: .*{re.escape(message)}"):
+        if node_id == "NegativeGuidanceGuider":
+            classes.NegativeGuidanceGuider.execute(host.model, host.positive, host.negative, **values)
+        else:
+            del values["cfg"]
+            classes.NegativeGuidance.execute(host.model, **values)
 
 
 # ---- playing well with the rest of ComfyUI ----

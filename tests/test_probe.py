@@ -63,7 +63,7 @@ def test_word_not_in_prompt_or_empty_gets_a_clear_message(host):
     with pytest.raises(ValueError, match="positive_word is empty"):
         make(host, positive_word=" ")
     schema_node = trace_nodes().NegativeGuidanceProbe
-    assert schema_node.validate_inputs(positive_word="", negative_word="x").startswith("NegativeGuidanceProbe:")
+    assert schema_node.validate_inputs(layers="some").startswith("NegativeGuidanceProbe: layers must be one of")
 
 
 # ---- the probe on a sampling run ----

@@ -138,9 +138,11 @@ def test_sequential_equals_batched(host, blurry, route):
 
 def test_extra_negative_validation(host):
     classes = node_classes()
-    assert "ExtraNegative: neg_scale must be 0 or more" in classes.ExtraNegative.validate_inputs(neg_scale=-1.0)
-    assert "ExtraNegative: neg_start (0.9)" in classes.ExtraNegative.validate_inputs(
-        neg_scale=1.0, neg_start=0.9, neg_end=0.1, window_unit="steps", ramp="hard", ramp_width=0.0)
+    # Checked when the node runs: values that arrive through links are not known to validate_inputs.
+    with pytest.raises(ValueError, match=r"^ExtraNegative: neg_scale must lie between 0 and 100, got -1\.$"):
+        classes.ExtraNegative.execute(None, -1.0, 0.0, 1.0, "steps", "hard", 0.0)
+    with pytest.raises(ValueError, match=r"^ExtraNegative: neg_start \(0\.9\) must not be greater than neg_end"):
+        classes.ExtraNegative.execute(None, 1.0, 0.9, 0.1, "steps", "hard", 0.0)
 
 
 def test_extra_negatives_need_empty(host, blurry):
