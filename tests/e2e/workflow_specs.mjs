@@ -29,15 +29,16 @@ const PROMPT_LINKS = [
   ["checkpoint", "CLIP", "empty", "clip"],
 ];
 
-function customSamplerNodes(guiderSettings, scheduler, steps, x) {
+function customSamplerNodes(guiderSettings, scheduler, steps, x, filenamePrefix) {
   return [
     { key: "guider", type: "NegativeGuidanceGuider", pos: [x, 40], size: [380, 0], widgets: guiderSettings },
     { key: "noise", type: "RandomNoise", pos: [x + 420, 40], widgets: { noise_seed: 42, control_after_generate: "fixed" } },
     { key: "sampler", type: "KSamplerSelect", pos: [x + 420, 180], widgets: { sampler_name: "euler" } },
     { key: "sigmas", type: "BasicScheduler", pos: [x + 420, 290], widgets: { scheduler, steps, denoise: 1.0 } },
     { key: "sample", type: "SamplerCustomAdvanced", pos: [x + 780, 40], size: [300, 330] },
-    { key: "decode", type: "VAEDecode", pos: [x + 1120, 40] },
-    { key: "save", type: "SaveImage", pos: [x + 1120, 150], size: [340, 380], widgets: {} },
+    { key: "decode", type: "VAEDecode", pos: [x + 1120, 40], size: [180, 0] },
+    { key: "save", type: "SaveImage", pos: [x + 1120, 150], size: [340, 380],
+      widgets: { filename_prefix: filenamePrefix } },
   ];
 }
 
@@ -82,7 +83,7 @@ export const WORKFLOWS = [
       ...promptNodes(SD15, 512),
       { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0], widgets: DELAYED_WINDOW },
       { key: "ksampler", type: "KSampler", pos: [1260, 40], widgets: KSAMPLER_SETTINGS },
-      { key: "decode", type: "VAEDecode", pos: [1600, 40] },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40], size: [180, 0] },
       { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
         widgets: { filename_prefix: "negguide/sd15_delayed_negative" } },
     ],
@@ -106,7 +107,7 @@ export const WORKFLOWS = [
     nodes: [
       ...promptNodes(SD15, 512),
       ...customSamplerNodes({ cfg: 6.0, neg_scale: 4.0, neg_start: 0.2, neg_end: 1.0, window_unit: "steps",
-        ramp: "smoothstep", ramp_width: 0.2 }, "normal", 25, 840),
+        ramp: "smoothstep", ramp_width: 0.2 }, "normal", 25, 840, "negguide/sd15_guider_fade_in"),
     ],
     links: [...PROMPT_LINKS, ...CUSTOM_SAMPLER_LINKS],
     note: {
@@ -124,7 +125,7 @@ export const WORKFLOWS = [
     nodes: [
       ...promptNodes(SDXL, 1024),
       ...customSamplerNodes({ cfg: 7.0, neg_scale: 5.0, neg_start: 0.15, neg_end: 0.6, window_unit: "steps",
-        ramp: "linear", ramp_width: 0.05 }, "karras", 30, 840),
+        ramp: "linear", ramp_width: 0.05 }, "karras", 30, 840, "negguide/sdxl_guider"),
     ],
     links: [...PROMPT_LINKS, ...CUSTOM_SAMPLER_LINKS],
     note: {
@@ -142,15 +143,15 @@ export const WORKFLOWS = [
     nodes: [
       ...promptNodes(SD15, 512),
       { key: "stock", type: "KSampler", title: "KSampler: stock negative prompt (all steps)", pos: [840, 40],
-        widgets: KSAMPLER_SETTINGS },
-      { key: "stockDecode", type: "VAEDecode", pos: [1180, 40] },
-      { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1400, 40], size: [340, 380],
+        size: [380, 0], widgets: KSAMPLER_SETTINGS },
+      { key: "stockDecode", type: "VAEDecode", pos: [1720, 40], size: [180, 0] },
+      { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1920, 40], size: [340, 380],
         widgets: { filename_prefix: "negguide/compare_stock" } },
       { key: "patch", type: "NegativeGuidance", pos: [840, 460], size: [380, 0], widgets: DELAYED_WINDOW },
       { key: "delayed", type: "KSampler", title: "KSampler: delayed negative (steps 5-15)", pos: [1260, 460],
-        widgets: KSAMPLER_SETTINGS },
-      { key: "delayedDecode", type: "VAEDecode", pos: [1600, 460] },
-      { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1820, 460], size: [340, 380],
+        size: [380, 0], widgets: KSAMPLER_SETTINGS },
+      { key: "delayedDecode", type: "VAEDecode", pos: [1720, 460], size: [180, 0] },
+      { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1920, 460], size: [340, 380],
         widgets: { filename_prefix: "negguide/compare_delayed" } },
     ],
     links: [
@@ -186,15 +187,15 @@ export const WORKFLOWS = [
     file: "05_sd15_several_negatives.json",
     nodes: [
       ...promptNodes(SD15, 512),
-      { key: "blurry", type: "CLIPTextEncode", title: "Extra negative (ỹ₂)", pos: [420, 680], size: [400, 110],
+      { key: "blurry", type: "CLIPTextEncode", title: "Extra negative (ỹ₂)", pos: [420, 740], size: [400, 110],
         widgets: { text: "blurry, low quality" } },
-      { key: "extra", type: "ExtraNegative", pos: [840, 560], size: [380, 0],
+      { key: "extra", type: "ExtraNegative", pos: [840, 740], size: [380, 0],
         widgets: { neg_scale: 3.0, neg_start: 0.0, neg_end: 1.0, window_unit: "steps", ramp: "hard", ramp_width: 0 } },
       { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0],
         widgets: { neg_scale: 2.0, neg_start: 0.5, neg_end: 1.0, window_unit: "steps", ramp: "linear",
           ramp_width: 0.1 } },
       { key: "ksampler", type: "KSampler", pos: [1260, 40], widgets: KSAMPLER_SETTINGS },
-      { key: "decode", type: "VAEDecode", pos: [1600, 40] },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40], size: [180, 0] },
       { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
         widgets: { filename_prefix: "negguide/sd15_several_negatives" } },
     ],
