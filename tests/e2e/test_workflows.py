@@ -23,6 +23,7 @@ EXPECTED_CHECKPOINTS = {
     "03_sdxl_guider.json": {"sd_xl_base_1.0.safetensors"},
     "04_compare_stock_vs_delayed.json": {"v1-5-pruned-emaonly.safetensors"},
     "05_sd15_several_negatives.json": {"v1-5-pruned-emaonly.safetensors"},
+    "06_flux_negative_at_cfg_1.json": {"flux1-dev-fp8.safetensors"},
 }
 
 UI_FILES = ui_workflow_files()

@@ -5,6 +5,7 @@
 
 const SD15 = "v1-5-pruned-emaonly.safetensors";
 const SDXL = "sd_xl_base_1.0.safetensors";
+const FLUX_DEV = "flux1-dev-fp8.safetensors"; // ComfyUI's single-file Flux dev checkpoint (model, text encoders, VAE)
 
 const POSITIVE = "photo of a man reading a newspaper at a cafe table by the window, morning light, detailed";
 const NEGATIVE = "glasses";
@@ -214,6 +215,39 @@ export const WORKFLOWS = [
         "step go through the model in one batched call; a negative outside its window costs nothing.\n\n" +
         "Try: chain another Extra Negative into the first one's extra_negatives, or set evaluation to " +
         "sequential on the patch for low VRAM (same result).\n\nModel: v1-5-pruned-emaonly.safetensors",
+    },
+  },
+  {
+    file: "06_flux_negative_at_cfg_1.json",
+    nodes: [
+      ...promptNodes(FLUX_DEV, 1024),
+      { key: "fluxGuidance", type: "FluxGuidance", pos: [840, 40], size: [380, 0], widgets: { guidance: 3.5 } },
+      { key: "patch", type: "NegativeGuidance", pos: [840, 170], size: [380, 0],
+        widgets: { neg_scale: 2.0, neg_start: 0.1, neg_end: 0.5, window_unit: "steps", ramp: "hard", ramp_width: 0 } },
+      { key: "ksampler", type: "KSampler", pos: [1260, 40],
+        widgets: { ...KSAMPLER_SETTINGS, steps: 20, cfg: 1.0, scheduler: "simple" } },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40], size: [180, 0] },
+      { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
+        widgets: { filename_prefix: "negguide/flux_negative_cfg1" } },
+    ],
+    links: [
+      ...PROMPT_LINKS,
+      // FluxGuidance sits between the positive prompt and the KSampler, as in any Flux dev workflow.
+      ["positive", 0, "fluxGuidance", "conditioning"],
+      ["fluxGuidance", 0, "ksampler", "positive"],
+      ...PATCH_KSAMPLER_LINKS.filter(([from, , to]) => !(from === "positive" && to === "ksampler")),
+    ],
+    note: {
+      pos: [40, 400], size: [340, 420],
+      text: "A negative prompt on Flux dev (cfg 1)\n\n" +
+        "Flux dev is guidance-distilled: it runs at cfg 1 with FluxGuidance, and at cfg 1 the KSampler's negative " +
+        "prompt does nothing. Here the patch adds it with its own scale: eps(y) - neg_scale * (eps(negative) - " +
+        "eps(empty)) on 8 of the 20 steps, the 3rd to the 10th (neg_start 0.1, neg_end 0.5), and plain Flux on the other 12.\n\n" +
+        "Cost: one model pass per step outside the window (as plain Flux), three inside (prompt, negative and " +
+        "empty prompt, in one batched call): 12 x 1 + 8 x 3 = 36 passes instead of 20.\n\n" +
+        "The negative and empty prompts carry Flux's default guidance 3.5, like FluxGuidance's.\n\n" +
+        "Try: neg_scale 1 to 3; a later neg_end for a stronger removal, at 3 passes per extra step.\n\n" +
+        "Model: flux1-dev-fp8.safetensors",
     },
   },
 ];
