@@ -14,7 +14,7 @@ import support
 from compat_support import build_tiny_flux
 from support import PACK_ROOT, PassCounter, ksampler
 
-WORKFLOW = PACK_ROOT / "workflows" / "api" / "06_flux_negative_at_cfg_1.json"
+WORKFLOW = PACK_ROOT / "workflows" / "api" / "06 Flux negative at cfg 1.json"
 
 
 def nodes_of(prompt: dict, class_type: str) -> list[dict]:

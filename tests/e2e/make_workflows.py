@@ -30,11 +30,11 @@ OPEN_VIEWPORT = (1600, 1000)
 VIEW_MARGIN = (90, 160)
 # (template, node type, file, include the nodes it feeds): the README's screenshots.
 README_SHOTS = [
-    {"template": "01_sd15_ksampler_delayed_negative", "nodeType": "NegativeGuidance",
+    {"template": "01 Delayed negative", "nodeType": "NegativeGuidance",
      "file": "schedule_graph_patch.png", "withNeighbours": True},
-    {"template": "02_custom_sampler_guider_fade_in", "nodeType": "NegativeGuidanceGuider",
+    {"template": "02 Guider, negative fades in", "nodeType": "NegativeGuidanceGuider",
      "file": "schedule_graph_guider_fade_in.png", "withNeighbours": False},
-    {"template": "03_sdxl_guider", "nodeType": "NegativeGuidanceGuider",
+    {"template": "03 SDXL, ramped window", "nodeType": "NegativeGuidanceGuider",
      "file": "schedule_graph_guider_sdxl.png", "withNeighbours": False},
 ]
 

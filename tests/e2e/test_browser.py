@@ -83,7 +83,7 @@ def test_missing_node_dialog_is_detected(comfy_server, chromium):
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
-    result = chromium.run("edit-redraw", comfy_server.url, template="01_sd15_ksampler_delayed_negative",
+    result = chromium.run("edit-redraw", comfy_server.url, template="01 Delayed negative",
                           value=0.3, samplerCfg=5.0, vueNodes=renderer)
     before, after, sampler = result["before"], result["after"], result["sampler"]
     assert before["drawn"]["start"] == pytest.approx(0.1667)
@@ -103,9 +103,9 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
 
 
 SHOTS = [
-    {"template": "01_sd15_ksampler_delayed_negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
-    {"template": "02_custom_sampler_guider_fade_in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
-    {"template": "03_sdxl_guider", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
+    {"template": "01 Delayed negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
+    {"template": "02 Guider, negative fades in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
+    {"template": "03 SDXL, ramped window", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
 ]
 
 

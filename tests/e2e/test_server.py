@@ -59,5 +59,5 @@ def test_frontend_extension_is_served(comfy_server):
 def test_workflows_are_listed_as_templates(comfy_server):
     listing = comfy_server.get("/workflow_templates")
     assert sorted(listing.get(PACK_FOLDER, [])) == [
-        "01_sd15_ksampler_delayed_negative", "02_custom_sampler_guider_fade_in", "03_sdxl_guider",
-        "04_compare_stock_vs_delayed", "05_sd15_several_negatives", "06_flux_negative_at_cfg_1"]
+        "01 Delayed negative", "02 Guider, negative fades in", "03 SDXL, ramped window",
+        "04 Stock vs delayed negative", "05 Several negatives", "06 Flux negative at cfg 1"]

@@ -18,12 +18,12 @@ OUTPUT_PREFIX = "negguide/"
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 EXPECTED_CHECKPOINTS = {
-    "01_sd15_ksampler_delayed_negative.json": {"v1-5-pruned-emaonly.safetensors"},
-    "02_custom_sampler_guider_fade_in.json": {"v1-5-pruned-emaonly.safetensors"},
-    "03_sdxl_guider.json": {"sd_xl_base_1.0.safetensors"},
-    "04_compare_stock_vs_delayed.json": {"v1-5-pruned-emaonly.safetensors"},
-    "05_sd15_several_negatives.json": {"v1-5-pruned-emaonly.safetensors"},
-    "06_flux_negative_at_cfg_1.json": {"flux1-dev-fp8.safetensors"},
+    "01 Delayed negative.json": {"v1-5-pruned-emaonly.safetensors"},
+    "02 Guider, negative fades in.json": {"v1-5-pruned-emaonly.safetensors"},
+    "03 SDXL, ramped window.json": {"sd_xl_base_1.0.safetensors"},
+    "04 Stock vs delayed negative.json": {"v1-5-pruned-emaonly.safetensors"},
+    "05 Several negatives.json": {"v1-5-pruned-emaonly.safetensors"},
+    "06 Flux negative at cfg 1.json": {"flux1-dev-fp8.safetensors"},
 }
 
 UI_FILES = ui_workflow_files()

@@ -79,7 +79,7 @@ const DELAYED_WINDOW = { neg_scale: -1, neg_start: 0.1667, neg_end: 0.5, window_
 
 export const WORKFLOWS = [
   {
-    file: "01_sd15_ksampler_delayed_negative.json",
+    file: "01 Delayed negative.json",
     nodes: [
       ...promptNodes(SD15, 512),
       { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0], widgets: DELAYED_WINDOW },
@@ -104,7 +104,7 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "02_custom_sampler_guider_fade_in.json",
+    file: "02 Guider, negative fades in.json",
     nodes: [
       ...promptNodes(SD15, 512),
       ...customSamplerNodes({ cfg: 6.0, neg_scale: 4.0, neg_start: 0.2, neg_end: 1.0, window_unit: "steps",
@@ -122,7 +122,7 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "03_sdxl_guider.json",
+    file: "03 SDXL, ramped window.json",
     nodes: [
       ...promptNodes(SDXL, 1024),
       ...customSamplerNodes({ cfg: 7.0, neg_scale: 5.0, neg_start: 0.15, neg_end: 0.6, window_unit: "steps",
@@ -140,7 +140,7 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "04_compare_stock_vs_delayed.json",
+    file: "04 Stock vs delayed negative.json",
     nodes: [
       ...promptNodes(SD15, 512),
       { key: "stock", type: "KSampler", title: "KSampler: stock negative prompt (all steps)", pos: [840, 40],
@@ -185,7 +185,7 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "05_sd15_several_negatives.json",
+    file: "05 Several negatives.json",
     nodes: [
       ...promptNodes(SD15, 512),
       { key: "blurry", type: "CLIPTextEncode", title: "Extra negative (ỹ₂)", pos: [420, 740], size: [400, 110],
@@ -218,7 +218,7 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "06_flux_negative_at_cfg_1.json",
+    file: "06 Flux negative at cfg 1.json",
     nodes: [
       ...promptNodes(FLUX_DEV, 1024),
       { key: "fluxGuidance", type: "FluxGuidance", pos: [840, 40], size: [380, 0], widgets: { guidance: 3.5 } },
