@@ -17,6 +17,8 @@ import sys
 import urllib.parse
 import urllib.request
 
+from itertools import combinations
+
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
@@ -26,11 +28,21 @@ UI_FILES = ui_workflow_files()
 # A card shows its title on one line, about 28 characters wide (the dialog test measures it).
 LONGEST_TITLE = 28
 TITLE = re.compile(r"^(\d\d) [^_-]+$")  # "01 Delayed negative": no dashes or underscores
-DIALOG_SCRIPT = PACK_ROOT / "tests" / "e2e" / "templates_dialog.mjs"
+UI_SCRIPT = PACK_ROOT / "tests" / "e2e" / "templates_ui.mjs"
 
 
 def thumbnail_url(server_url: str, name: str) -> str:
     return f"{server_url}/api/workflow_templates/{PACK_FOLDER}/{urllib.parse.quote(name)}.jpg"
+
+
+def run_in_browser(chromium, server_url: str, scenario: str) -> dict:
+    """One scenario of tests/e2e/templates_ui.mjs against the server, in the session's Chromium."""
+    request = {"scenario": scenario, "cdp": chromium.endpoint, "server": server_url}
+    result = subprocess.run(["node", str(UI_SCRIPT)], input=json.dumps(request), cwd=PACK_ROOT,
+                            capture_output=True, text=True, timeout=240)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert result.returncode == 0 and lines, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return json.loads(lines[-1])
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +91,7 @@ def test_pictures_show_the_workflows_as_they_are(tmp_path):
 def test_templates_dialog_shows_titles_and_pictures(comfy_server, chromium, listed):
     """The real frontend's Templates browser, opened on the pack's category."""
     comfy_server.set_setting("Comfy.VueNodes.Enabled", False)
-    request = {"cdp": chromium.endpoint, "server": comfy_server.url}
-    result = subprocess.run(["node", str(DIALOG_SCRIPT)], input=json.dumps(request), cwd=PACK_ROOT,
-                            capture_output=True, text=True, timeout=240)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert result.returncode == 0 and lines, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    shown = json.loads(lines[-1])
+    shown = run_in_browser(chromium, comfy_server.url, "dialog")
     cards = {card["name"]: card for card in shown["cards"]}
     assert sorted(cards) == sorted(listed)
     # The frontend fetches each picture and shows it from a blob: URL; its placeholder is a PNG of another size.
@@ -95,3 +102,18 @@ def test_templates_dialog_shows_titles_and_pictures(comfy_server, chromium, list
         [picture] = card["pictures"]
         assert "default-template" not in picture["src"] and picture["width"] == 512, card
     assert all(status == 200 for status in fetched.values()), fetched
+
+
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"], indirect=True)
+def test_no_node_covers_another_when_a_template_opens(renderer, comfy_server, chromium):
+    """Boxes on the screen, title bars included, as each renderer lays the template out (Nodes 2.0 draws nodes
+    larger than the classic canvas and rescales the layout when it opens a classic workflow)."""
+    boxes = run_in_browser(chromium, comfy_server.url, "node-boxes")["boxes"]
+    assert sorted(boxes) == [path.stem for path in UI_FILES]
+    for name, nodes in boxes.items():
+        if renderer:
+            assert all(node["dom"] for node in nodes), f"{name}: a node has no Nodes 2.0 element"
+        overlapping = [(a["id"], b["id"]) for a, b in combinations(nodes, 2)
+                       if a["box"][0] < b["box"][2] - 1 and b["box"][0] < a["box"][2] - 1
+                       and a["box"][1] < b["box"][3] - 1 and b["box"][1] < a["box"][3] - 1]
+        assert not overlapping, f"{'nodes2' if renderer else 'classic'} {name}: nodes overlap (ids) {overlapping}"
