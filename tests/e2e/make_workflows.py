@@ -6,6 +6,8 @@
 
 The API twins are exactly what `app.graphToPrompt()` gives for each UI file served as a template;
 tests/e2e/test_browser.py regenerates them the same way and fails when the committed files differ.
+--ui also gives each UI file a saved view that opens the whole graph clear of the frontend's menus. After a change
+to a workflow, redraw its Templates picture with `scripts/host.sh python scripts/make_thumbnails.py`.
 """
 
 from __future__ import annotations
