@@ -84,7 +84,7 @@ def test_missing_node_dialog_is_detected(comfy_server, chromium):
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
-    result = chromium.run("edit-redraw", comfy_server.url, template="01_sd15_ksampler_delayed_negative",
+    result = chromium.run("edit-redraw", comfy_server.url, template="01 Delayed negative",
                           value=0.3, samplerCfg=5.0, vueNodes=renderer)
     before, after, sampler = result["before"], result["after"], result["sampler"]
     assert before["drawn"]["start"] == pytest.approx(0.1667)
@@ -107,7 +107,7 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
 def test_patch_graph_follows_ksampler_edits_alone(renderer, comfy_server, chromium):
     """Nodes 2.0 on frontend 1.32.9 keeps the widget callbacks it found when it mounted a node: the graph must
     follow a KSampler edit even when no widget of the pack node changed first."""
-    result = chromium.run("edit-redraw", comfy_server.url, template="01_sd15_ksampler_delayed_negative",
+    result = chromium.run("edit-redraw", comfy_server.url, template="01 Delayed negative",
                           samplerOnly=True, samplerCfg=5.0, samplerSteps=20, vueNodes=renderer)
     sampler = result["sampler"]
     # Classic: typed values. Vue nodes: one press of "+" on each (cfg 7.5 → 7.6, steps 30 → 31).
@@ -122,7 +122,7 @@ def test_neg_scale_arrows_never_make_a_refused_value(renderer, comfy_server, chr
     """From -1 (follow cfg) one click up is 0, not -0.9; from 0 one click down is -1, not -0.1. Every value a
     click gives is one the node accepts and means what the graph draws."""
     clicks = [1, -1, -1, 1, 1, -1, -1]
-    result = chromium.run("neg-scale-arrows", comfy_server.url, template="01_sd15_ksampler_delayed_negative",
+    result = chromium.run("neg-scale-arrows", comfy_server.url, template="01 Delayed negative",
                           directions=clicks, vueNodes=renderer)
     assert result["start"] == -1
     values = [click["value"] for click in result["clicks"]]
@@ -147,8 +147,8 @@ def server_sentence(node: str, **values) -> str:
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 @pytest.mark.parametrize("case", ["inverted", "ramp_too_wide", "guider_without_empty", "patch_without_empty"])
 def test_graph_shows_the_server_sentence_for_refused_settings(renderer, case, comfy_server, chromium):
-    guider = {"template": "02_custom_sampler_guider_fade_in", "node": "NegativeGuidanceGuider"}
-    patch = {"template": "01_sd15_ksampler_delayed_negative", "node": "NegativeGuidance"}
+    guider = {"template": "02 Guider, negative fades in", "node": "NegativeGuidanceGuider"}
+    patch = {"template": "01 Delayed negative", "node": "NegativeGuidance"}
     target, edits, disconnect, expected = {
         # The guider of template 2: cfg 6, neg_scale 4, window 0.2-1, smoothstep 0.2; the patch of template 1:
         # neg_scale -1 on 0.1667-0.5, its KSampler at cfg 7.5.
@@ -205,14 +205,14 @@ def test_graph_facts_follow_the_sampler(renderer, case, graph, cfg, label, comfy
 def test_guider_graph_counts_the_steps_of_its_scheduler(renderer, comfy_server, chromium):
     # Template 2: BasicScheduler 25 steps → SamplerCustomAdvanced; smoothstep fade-in from 0.2 over 0.2, so w > 0
     # from the 7th step (the 6th, at p = 0.2, is the ramp's zero).
-    result = chromium.run("drawn-after", comfy_server.url, template="02_custom_sampler_guider_fade_in")
+    result = chromium.run("drawn-after", comfy_server.url, template="02 Guider, negative fades in")
     [state] = result["states"]
     assert state["drawn"]["stepsLabel"] == "negative on steps 7–25 of 25"
 
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 def test_graph_draws_the_extra_negatives(renderer, comfy_server, chromium):
-    result = chromium.run("drawn-after", comfy_server.url, template="05_sd15_several_negatives",
+    result = chromium.run("drawn-after", comfy_server.url, template="05 Several negatives",
                           edits=[{"type": "ExtraNegative", "widgets": {"neg_scale": 1.5, "neg_end": 0.6}}])
     [state] = result["states"]
     [extra] = state["drawn"]["extras"]
@@ -230,9 +230,9 @@ def test_node_search_lists_the_guidance_nodes_first(comfy_server, chromium):
 
 
 SHOTS = [
-    {"template": "01_sd15_ksampler_delayed_negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
-    {"template": "02_custom_sampler_guider_fade_in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
-    {"template": "03_sdxl_guider", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
+    {"template": "01 Delayed negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
+    {"template": "02 Guider, negative fades in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
+    {"template": "03 SDXL, ramped window", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
 ]
 
 

@@ -41,7 +41,7 @@ def test_api_workflow_runs_to_completion_through_the_pack(path, runs, comfy_serv
 
 def test_side_by_side_images_differ(runs, comfy_server):
     """Workflow 4: same seed and prompts; only the window differs, and so must the pictures."""
-    prompt, entry = runs["04_compare_stock_vs_delayed"]
+    prompt, entry = runs["04 Stock vs delayed negative"]
     by_prefix = {prompt[node_id]["inputs"]["filename_prefix"]: output["images"][0]
                  for node_id, output in entry["outputs"].items()}
     stock = comfy_server.fetch_output(by_prefix["negguide/compare_stock"])

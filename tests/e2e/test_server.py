@@ -69,8 +69,8 @@ def test_frontend_extension_is_served(comfy_server):
 def test_workflows_are_listed_as_templates(comfy_server):
     listing = comfy_server.get("/workflow_templates")
     assert sorted(listing.get(PACK_FOLDER, [])) == [
-        "01_sd15_ksampler_delayed_negative", "02_custom_sampler_guider_fade_in", "03_sdxl_guider",
-        "04_compare_stock_vs_delayed", "05_sd15_several_negatives"]
+        "01 Delayed negative", "02 Guider, negative fades in", "03 SDXL, ramped window",
+        "04 Stock vs delayed negative", "05 Several negatives", "06 Flux negative at cfg 1"]
 
 
 # ---- bad input: each mistake once, on the input at fault; linked values checked when the node runs ----
@@ -102,12 +102,12 @@ def with_probe(prompt: dict, **inputs) -> tuple[dict, str]:
 
 
 @pytest.mark.parametrize("workflow, class_type, name, value, error_type", [
-    ("02_custom_sampler_guider_fade_in", "NegativeGuidanceGuider", "cfg", 1000.0, "value_bigger_than_max"),
-    ("01_sd15_ksampler_delayed_negative", "NegativeGuidance", "neg_scale", 500.0, "value_bigger_than_max"),
-    ("01_sd15_ksampler_delayed_negative", "NegativeGuidance", "neg_scale", -2.0, "value_smaller_than_min"),
-    ("01_sd15_ksampler_delayed_negative", "NegativeGuidance", "neg_start", 1.5, "value_bigger_than_max"),
-    ("02_custom_sampler_guider_fade_in", "NegativeGuidanceGuider", "ramp_width", -0.1, "value_smaller_than_min"),
-    ("05_sd15_several_negatives", "ExtraNegative", "neg_scale", -1.0, "value_smaller_than_min"),
+    ("02 Guider, negative fades in", "NegativeGuidanceGuider", "cfg", 1000.0, "value_bigger_than_max"),
+    ("01 Delayed negative", "NegativeGuidance", "neg_scale", 500.0, "value_bigger_than_max"),
+    ("01 Delayed negative", "NegativeGuidance", "neg_scale", -2.0, "value_smaller_than_min"),
+    ("01 Delayed negative", "NegativeGuidance", "neg_start", 1.5, "value_bigger_than_max"),
+    ("02 Guider, negative fades in", "NegativeGuidanceGuider", "ramp_width", -0.1, "value_smaller_than_min"),
+    ("05 Several negatives", "ExtraNegative", "neg_scale", -1.0, "value_smaller_than_min"),
 ])
 def test_out_of_range_value_is_one_error_on_its_input(comfy_server, workflow, class_type, name, value, error_type):
     prompt = api_prompt(workflow)
@@ -121,7 +121,7 @@ def test_out_of_range_value_is_one_error_on_its_input(comfy_server, workflow, cl
 @pytest.mark.parametrize("name, value, error_type", [
     ("map_size", 100000, "value_bigger_than_max"), ("layers", "some", "custom_validation_failed")])
 def test_probe_value_is_one_error_on_its_input(comfy_server, name, value, error_type):
-    prompt, probe = with_probe(api_prompt("01_sd15_ksampler_delayed_negative"), **{name: value})
+    prompt, probe = with_probe(api_prompt("01 Delayed negative"), **{name: value})
     errors = refusal(comfy_server, prompt)
     assert list(errors) == [probe], errors
     assert [(e["type"], e["extra_info"]["input_name"]) for e in errors[probe]["errors"]] == [(error_type, name)]
@@ -129,7 +129,7 @@ def test_probe_value_is_one_error_on_its_input(comfy_server, name, value, error_
 
 def test_unknown_option_is_one_error_naming_its_input(comfy_server):
     """ComfyUI 0.33.0 refuses a V3 combo value itself; 0.3.75 does not check it, and the node refuses it."""
-    prompt = api_prompt("02_custom_sampler_guider_fade_in")
+    prompt = api_prompt("02 Guider, negative fades in")
     guider = node_of(prompt, "NegativeGuidanceGuider")
     prompt[guider]["inputs"]["ramp"] = "cosine"
     try:
@@ -153,9 +153,9 @@ INVERTED = "{node}: neg_start (0.8) must not be greater than neg_end (0.2); the 
 
 
 @pytest.mark.parametrize("workflow, class_type", [
-    ("01_sd15_ksampler_delayed_negative", "NegativeGuidance"),
-    ("02_custom_sampler_guider_fade_in", "NegativeGuidanceGuider"),
-    ("05_sd15_several_negatives", "ExtraNegative"),
+    ("01 Delayed negative", "NegativeGuidance"),
+    ("02 Guider, negative fades in", "NegativeGuidanceGuider"),
+    ("05 Several negatives", "ExtraNegative"),
 ])
 @pytest.mark.parametrize("linked", [False, True], ids=["widget", "primitive"])
 def test_inverted_window_stops_the_run_once_naming_node_and_input(comfy_server, workflow, class_type, linked):
@@ -175,7 +175,7 @@ def test_inverted_window_stops_the_run_once_naming_node_and_input(comfy_server, 
 
 
 def test_missing_empty_stops_the_guider_before_sampling(comfy_server):
-    prompt = api_prompt("02_custom_sampler_guider_fade_in")
+    prompt = api_prompt("02 Guider, negative fades in")
     guider = node_of(prompt, "NegativeGuidanceGuider")
     del prompt[guider]["inputs"]["empty"]
     entry = comfy_server.run_prompt(prompt)
