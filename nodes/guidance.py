@@ -7,6 +7,7 @@ plain CFG with a blended unconditional prediction, so RescaleCFG-style patches k
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field, replace
 
@@ -55,18 +56,30 @@ class RunSchedule:
         return cache[cfg]
 
 
-def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor) -> schedule.ProgressMap:
+def host_copy(model_sampling):
+    """A CPU copy of the model's sampling object (a small module of buffers), made once per run, so that a table of
+    percent_to_sigma values costs no host–device synchronisation per point."""
+    return copy.deepcopy(model_sampling).to("cpu")
+
+
+def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor, host_sampling=None
+                     ) -> schedule.ProgressMap:
     if term.window_unit == "steps":
         return schedule.steps_progress_map(sigmas.tolist())
     model_sampling = model_patcher.get_model_object("model_sampling")
+    host_sampling = host_sampling if host_sampling is not None else host_copy(model_sampling)
     if term.window_unit == "timestep_percent":
-        return schedule.percent_progress_map(model_sampling.percent_to_sigma, term.window)
-    return schedule.sigma_progress_map(float(model_sampling.sigma_min), float(model_sampling.sigma_max))
+        return schedule.percent_progress_map(model_sampling.percent_to_sigma, host_sampling.percent_to_sigma,
+                                             float(host_sampling.sigma_max), term.window)
+    return schedule.sigma_progress_map(float(host_sampling.sigma_min), float(host_sampling.sigma_max))
 
 
 def resolve_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor, sequential=False,
                 observer=None) -> RunSchedule:
-    maps = tuple(progress_map_for(term, model_patcher, sigmas) for term in settings.terms)
+    host_sampling = None
+    if any(term.window_unit != "steps" for term in settings.terms):
+        host_sampling = host_copy(model_patcher.get_model_object("model_sampling"))
+    maps = tuple(progress_map_for(term, model_patcher, sigmas, host_sampling) for term in settings.terms)
     return RunSchedule(settings, maps, sequential, observer)
 
 
