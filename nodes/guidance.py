@@ -202,8 +202,28 @@ class GuidancePlan:
         return {key: node_helpers.conditioning_set_values(value, {"prompt_type": "negative"})
                 for key, value in conds.items()}
 
+    def settings_problem(self, settings: schedule.GuidanceSettings, node: str) -> str | None:
+        """The first problem with the run's real settings, as the sentence validate_inputs would give, or None."""
+        window = settings.window
+        problem = schedule.validate(node, settings.cfg, settings.neg_scale, window.start, window.end,
+                                    settings.window_unit, window.ramp, window.ramp_width, empty_connected=None)
+        for term in settings.extra_negatives:
+            if problem:
+                break
+            if not term.scale >= 0:
+                problem = f"ExtraNegative: neg_scale must be 0 or more, got {term.scale}."
+            else:
+                problem = schedule.validate("ExtraNegative", None, term.scale, term.window.start, term.window.end,
+                                            term.window_unit, term.window.ramp, term.window.ramp_width, None)
+        return problem
+
     def begin_run(self, settings: schedule.GuidanceSettings, model_patcher, sigmas, node: str) -> RunSchedule:
-        """Resolve the run's schedule; stop with a clear message, before any model pass, if ∅ is needed but absent."""
+        """Resolve the run's schedule; stop with a clear message, before any model pass, if a setting is wrong
+        (values fed by links reach validate_inputs as None, so they are checked here with their real values) or if
+        ∅ is needed but absent."""
+        problem = self.settings_problem(settings, node)
+        if problem:
+            raise ValueError(problem)
         if self.empty is None and settings.needs_empty():
             raise ValueError(
                 f"{node}: connect 'empty' (the empty prompt ∅): with cfg {settings.cfg} and neg_scale "
