@@ -93,6 +93,22 @@ def test_percent_window_equals_stock_timestep_ranges(host, start, end, scheduler
     assert not edges & {e.sigma for e in our_passes.evaluations}
 
 
+@pytest.mark.parametrize("cfg", [1.0, 1.5])
+@pytest.mark.parametrize("sampler", ["euler_cfg_pp", "dpmpp_2m_cfg_pp"])
+def test_percent_window_with_cfg_pp_equals_stock_timestep_ranges(host, sampler, cfg):
+    """CFG++ samplers read the unconditional prediction: inside the window u* = eps(ỹ), outside eps(∅), at cfg 1
+    too (the limit of u* as s⁺ → 1), as the stock negative made of timestep ranges hands them."""
+    start, end = 0.27, 0.81
+    stock_passes, our_passes = PassCounter(), PassCounter()
+    stock = ksampler(stock_passes.counting(host.model), host.positive, stock_windowed_negative(host, start, end), cfg,
+                     sampler, STEPS, latent=host.latent)
+    ours = ksampler(patch(our_passes.counting(host.model), -1.0, start, end, "timestep_percent", host.empty),
+                    host.positive, host.negative, cfg, sampler, STEPS, latent=host.latent)
+    assert torch.equal(ours, stock)
+    assert [e.batch for e in our_passes.evaluations] == [e.batch for e in stock_passes.evaluations]
+    assert {tuple(sorted(e.conds)) for e in our_passes.evaluations} == {(0, 1), (0, 2)}
+
+
 UNIT_CASES = [
     ("timestep_percent", 0.002, 0.6, "karras"),
     ("timestep_percent", 0.1, 0.4, "exponential"),
