@@ -62,13 +62,12 @@ def host_copy(model_sampling):
     return copy.deepcopy(model_sampling).to("cpu")
 
 
-def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor, host_sampling=None
+def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor, host_sampling
                      ) -> schedule.ProgressMap:
     if term.window_unit == "steps":
         return schedule.steps_progress_map(sigmas.tolist())
-    model_sampling = model_patcher.get_model_object("model_sampling")
-    host_sampling = host_sampling if host_sampling is not None else host_copy(model_sampling)
     if term.window_unit == "timestep_percent":
+        model_sampling = model_patcher.get_model_object("model_sampling")
         return schedule.percent_progress_map(model_sampling.percent_to_sigma, host_sampling.percent_to_sigma,
                                              float(host_sampling.sigma_max), term.window)
     return schedule.sigma_progress_map(float(host_sampling.sigma_min), float(host_sampling.sigma_max))
@@ -292,8 +291,7 @@ class NegativeGuidancePatch:
         outer_sample = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
         if patched.get_wrappers(outer_sample, WRAPPER_KEY):
             log.info("%s: replacing an earlier NegativeGuidance patch on this model", self.node)
-        for wrapper_type in (outer_sample, comfy.patcher_extension.WrappersMP.PREDICT_NOISE):
-            patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+            patched.remove_wrappers_with_key(outer_sample, WRAPPER_KEY)
         patched.add_wrapper_with_key(outer_sample, WRAPPER_KEY, self.outer_sample)
         return patched
 
