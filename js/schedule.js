@@ -8,6 +8,8 @@ export const RAMPS = ["hard", "linear", "smoothstep"];
 // Window edges are compared with this slack so that a value rounded in the UI still means the step the user
 // counted (0.167 is step 5 of 30).
 export const EDGE_TOLERANCE = 5e-4;
+// timestep_percent has no slack: its edges mean exactly what they mean to ConditioningSetTimestepRange.
+export const EDGE_TOLERANCES = { steps: EDGE_TOLERANCE, timestep_percent: 0.0, sigma: EDGE_TOLERANCE };
 
 // neg_scale = -1 means s⁻ = cfg − 1, ComfyUI's ordinary negative prompt.
 export const NEG_SCALE_FOLLOWS_CFG = -1.0;
@@ -22,30 +24,31 @@ export function rampShape(ramp, u) {
 
 /** [start, end) in progress p ∈ [0, 1]; ramps fade inside the window, never at an edge of 0 or 1. */
 export class Window {
-  constructor(start = 0.0, end = 1.0, ramp = "hard", rampWidth = 0.0) {
+  constructor(start = 0.0, end = 1.0, ramp = "hard", rampWidth = 0.0, edgeTolerance = EDGE_TOLERANCE) {
     this.start = start;
     this.end = end;
     this.ramp = ramp;
     this.rampWidth = rampWidth;
+    this.edgeTolerance = edgeTolerance; // EDGE_TOLERANCES[window_unit], as Python's Window.edge_tolerance
   }
 
   get fadesIn() {
-    return this.ramp !== "hard" && this.rampWidth > 0.0 && this.start > EDGE_TOLERANCE;
+    return this.ramp !== "hard" && this.rampWidth > 0.0 && this.start > this.edgeTolerance;
   }
 
   get fadesOut() {
-    return this.ramp !== "hard" && this.rampWidth > 0.0 && this.end < 1.0 - EDGE_TOLERANCE;
+    return this.ramp !== "hard" && this.rampWidth > 0.0 && this.end < 1.0 - this.edgeTolerance;
   }
 
   get isEmpty() {
-    return this.end - this.start <= EDGE_TOLERANCE / 2 || this.start >= 1.0 - EDGE_TOLERANCE / 2;
+    return this.end - this.start <= this.edgeTolerance / 2 || this.start >= 1.0 - this.edgeTolerance / 2;
   }
 
   /** w at progress p: 0 outside [start, end), 1 inside, fading over the ramps. */
   weight(progress) {
     if (this.isEmpty) return 0.0;
-    const insideStart = this.start <= EDGE_TOLERANCE || progress >= this.start - EDGE_TOLERANCE;
-    const insideEnd = this.end >= 1.0 - EDGE_TOLERANCE || progress < this.end - EDGE_TOLERANCE;
+    const insideStart = this.start <= this.edgeTolerance || progress >= this.start - this.edgeTolerance;
+    const insideEnd = this.end >= 1.0 - this.edgeTolerance || progress < this.end - this.edgeTolerance;
     if (!(insideStart && insideEnd)) return 0.0;
     let weight = 1.0;
     if (this.fadesIn) weight = Math.min(weight, this.fade(progress - this.start));
@@ -53,11 +56,11 @@ export class Window {
     return weight;
   }
 
-  /** The ramp at a distance inside the window's edge, snapped to exactly 0 or 1 within EDGE_TOLERANCE of its ends
+  /** The ramp at a distance inside the window's edge, snapped to exactly 0 or 1 within the edge tolerance of its ends
    *  (as Python's Window._fade), so a rounded neg_start leaves whole steps fully on or off. */
   fade(distanceInside) {
-    if (distanceInside <= EDGE_TOLERANCE) return 0.0;
-    if (distanceInside >= this.rampWidth - EDGE_TOLERANCE) return 1.0;
+    if (distanceInside <= this.edgeTolerance) return 0.0;
+    if (distanceInside >= this.rampWidth - this.edgeTolerance) return 1.0;
     return rampShape(this.ramp, distanceInside / this.rampWidth);
   }
 }
@@ -75,9 +78,9 @@ export function negativeScale(cfg, negScale) {
 export function samplePoints(window, columns) {
   const points = new Set();
   for (let i = 0; i <= columns; i++) points.add(i / columns);
-  const edges = [window.start - EDGE_TOLERANCE, window.end - EDGE_TOLERANCE];
-  if (window.fadesIn) edges.push(window.start + EDGE_TOLERANCE, window.start + window.rampWidth - EDGE_TOLERANCE);
-  if (window.fadesOut) edges.push(window.end - window.rampWidth + EDGE_TOLERANCE, window.end - EDGE_TOLERANCE);
+  const edges = [window.start - window.edgeTolerance, window.end - window.edgeTolerance];
+  if (window.fadesIn) edges.push(window.start + window.edgeTolerance, window.start + window.rampWidth - window.edgeTolerance);
+  if (window.fadesOut) edges.push(window.end - window.rampWidth + window.edgeTolerance, window.end - window.edgeTolerance);
   for (const edge of edges) {
     for (const p of [edge - 1e-9, edge]) if (p >= 0 && p <= 1) points.add(p);
   }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable, Sequence
 
@@ -25,6 +25,9 @@ RAMPS = ("hard", "linear", "smoothstep")
 # Window edges are compared with this slack so that a value rounded in the UI still means the step the user
 # counted: 0.167 is step 5 of 30 (5/30 = 0.16667), 0.5 excludes step 15 of 30.
 EDGE_TOLERANCE = 5e-4
+# timestep_percent has no slack: there an edge means exactly what it means to ConditioningSetTimestepRange (the
+# negative acts from sigma = percent_to_sigma(neg_start) down, so 0.1667 does not include the step at 1/6).
+EDGE_TOLERANCES = {"steps": EDGE_TOLERANCE, "timestep_percent": 0.0, "sigma": EDGE_TOLERANCE}
 
 # One notion of "zero" for every coefficient, the one ComfyUI's own CFG uses to skip the unconditional pass
 # (math.isclose(cfg, 1.0): relative tolerance 1e-9): a value is zero when it is within ZERO_RELATIVE_TOLERANCE of
@@ -68,30 +71,33 @@ class Window:
     end: float = 1.0
     ramp: str = "hard"
     ramp_width: float = 0.0
+    # The slack of every edge comparison: EDGE_TOLERANCE for units that count steps, 0 where the edges must agree
+    # exactly with ComfyUI's own comparisons (timestep_percent, as ConditioningSetTimestepRange).
+    edge_tolerance: float = EDGE_TOLERANCE
 
     @property
     def fades_in(self) -> bool:
-        return self.ramp != "hard" and self.ramp_width > 0.0 and self.start > EDGE_TOLERANCE
+        return self.ramp != "hard" and self.ramp_width > 0.0 and self.start > self.edge_tolerance
 
     @property
     def fades_out(self) -> bool:
-        return self.ramp != "hard" and self.ramp_width > 0.0 and self.end < 1.0 - EDGE_TOLERANCE
+        return self.ramp != "hard" and self.ramp_width > 0.0 and self.end < 1.0 - self.edge_tolerance
 
     @property
     def is_empty(self) -> bool:
-        return self.end - self.start <= EDGE_TOLERANCE / 2 or self.start >= 1.0 - EDGE_TOLERANCE / 2
+        return self.end - self.start <= self.edge_tolerance / 2 or self.start >= 1.0 - self.edge_tolerance / 2
 
     @property
     def is_full(self) -> bool:
         """True when w = 1 for every evaluation of every run."""
-        return self.start <= EDGE_TOLERANCE and self.end >= 1.0 - EDGE_TOLERANCE
+        return self.start <= self.edge_tolerance and self.end >= 1.0 - self.edge_tolerance
 
     def weight(self, progress: float) -> float:
         """w at progress p: 0 outside [start, end), 1 inside, fading over the ramps."""
         if self.is_empty:
             return 0.0
-        inside_start = self.start <= EDGE_TOLERANCE or progress >= self.start - EDGE_TOLERANCE
-        inside_end = self.end >= 1.0 - EDGE_TOLERANCE or progress < self.end - EDGE_TOLERANCE
+        inside_start = self.start <= self.edge_tolerance or progress >= self.start - self.edge_tolerance
+        inside_end = self.end >= 1.0 - self.edge_tolerance or progress < self.end - self.edge_tolerance
         if not (inside_start and inside_end):
             return 0.0
         weight = 1.0
@@ -102,11 +108,11 @@ class Window:
         return weight
 
     def _fade(self, distance_inside: float) -> float:
-        """The ramp at a distance from the window's edge; within EDGE_TOLERANCE of either end of the ramp it is
+        """The ramp at a distance from the window's edge; within the edge tolerance of either end of the ramp it is
         exactly 0 or 1, so that a rounded neg_start (0.1667 for 5/30) leaves whole steps fully on or off."""
-        if distance_inside <= EDGE_TOLERANCE:
+        if distance_inside <= self.edge_tolerance:
             return 0.0
-        if distance_inside >= self.ramp_width - EDGE_TOLERANCE:
+        if distance_inside >= self.ramp_width - self.edge_tolerance:
             return 1.0
         return ramp_shape(self.ramp, distance_inside / self.ramp_width)
 
@@ -118,6 +124,12 @@ class NegativeTerm:
     scale: float
     window: Window
     window_unit: str = "steps"
+
+    def __post_init__(self):
+        # The unit decides how exactly the edges are compared (see EDGE_TOLERANCES).
+        tolerance = EDGE_TOLERANCES.get(self.window_unit, EDGE_TOLERANCE)
+        if self.window.edge_tolerance != tolerance:
+            object.__setattr__(self, "window", replace(self.window, edge_tolerance=tolerance))
 
 
 @dataclass(frozen=True)
@@ -278,7 +290,11 @@ class ProgressMap:
         if hi == lo:
             return self._progress[i]
         fraction = (key - lo) / (hi - lo)
-        return self._progress[i] + fraction * (self._progress[i + 1] - self._progress[i])
+        below, above = self._progress[i], self._progress[i + 1]
+        value = below + fraction * (above - below)
+        # A sigma above the next point lies strictly before it, even where rounding would land on it: an edge that
+        # is a point of the map is then decided exactly as ComfyUI compares sigmas (sigma <= percent_to_sigma(p)).
+        return min(value, math.nextafter(above, -math.inf)) if above > below else value
 
 
 def steps_progress_map(run_sigmas: Sequence[float]) -> ProgressMap:
@@ -299,19 +315,34 @@ def sigma_progress_map(sigma_min: float, sigma_max: float) -> ProgressMap:
     return ProgressMap([0.0, 1.0], [sigma_max, sigma_min])
 
 
-def percent_progress_map(percent_to_sigma: Callable[[float], float], window: Window, points: int = 256) -> ProgressMap:
+def percent_progress_map(edge_sigma: Callable[[float], float], grid_sigma: Callable[[float], float],
+                         sigma_max: float, window: Window, points: int = 256) -> ProgressMap:
     """ComfyUI's timestep percent (as ConditioningSetTimestepRange uses it), tabulated once per run.
 
-    The window's edges and ramp ends are exact nodes of the table, so membership is decided at exactly the
-    sigmas `model_sampling.percent_to_sigma` gives for them.
+    `edge_sigma` is the model's own `percent_to_sigma`, called only for the window's edges and ramp ends, which
+    become exact points of the table: an evaluation is inside from neg_start exactly when
+    sigma <= percent_to_sigma(neg_start), ConditioningSetTimestepRange's own test. `grid_sigma` gives the same
+    map from host values (a CPU copy of the model's sampling) for the points in between, which only place
+    evaluations within a ramp. p = 0 is at sigma_max, the limit of percent_to_sigma at 0 (percent_to_sigma(0)
+    itself is a sentinel, 999999999.9, that would pull step 0 to p ≈ 1/points).
     """
-    grid = {i / points for i in range(points + 1)}
+    edges = {0.0: float(sigma_max), 1.0: 0.0}
     for edge in (window.start, window.end, window.start + window.ramp_width, window.end - window.ramp_width):
-        if 0.0 <= edge <= 1.0:
-            grid.add(edge)
-    progress = sorted(grid)
-    sigmas = [float(percent_to_sigma(p)) for p in progress]
-    return ProgressMap(progress, sigmas)
+        if 0.0 < edge < 1.0:
+            edges[edge] = float(edge_sigma(edge))
+    edge_progress = sorted(edges)
+    table = dict(edges)
+    for i in range(1, points):
+        p = i / points
+        if p in table:
+            continue
+        sigma = float(grid_sigma(p))
+        # Keep a host value only where it lies strictly between the exact values of the edges around it.
+        after = bisect.bisect_right(edge_progress, p)
+        if edges[edge_progress[after]] < sigma < edges[edge_progress[after - 1]]:
+            table[p] = sigma
+    progress = sorted(table)
+    return ProgressMap(progress, [table[p] for p in progress])
 
 
 def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,

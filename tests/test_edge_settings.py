@@ -1,8 +1,10 @@
-"""Settings at the edges of what the nodes accept, on the real host: coefficients within the zero tolerance, and
-runs with a single sigma (nothing to sample).
+"""Settings at the edges of what the nodes accept, on the real host: coefficients within the zero tolerance, runs
+with a single sigma (nothing to sample), and wrong values that arrive through links.
 
 Conditioning indices in pass counts: 0 = positive y, 1 = negative ỹ, 2 = empty ∅.
 """
+
+import re
 
 import pytest
 import torch
@@ -107,3 +109,30 @@ def test_ksampler_advanced_with_start_equal_to_end(host):
                                                        host.positive, host.negative, latent, STEPS, STEPS,
                                                        "disable")[0]["samples"])
     assert torch.equal(results[1], results[0])
+
+
+# ---- values that reach the node through links are checked when sampling starts ----
+
+@pytest.mark.parametrize("route", ["patch", "guider"])
+@pytest.mark.parametrize("settings, message", [
+    ({"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end (0.2)"),
+    ({"neg_scale": -0.5}, "neg_scale must be 0 or more, or exactly -1"),
+    ({"ramp": "linear", "ramp_width": 0.6, "neg_start": 0.2, "neg_end": 0.8}, "too wide"),
+])
+def test_linked_values_are_checked_when_sampling_starts(host, route, settings, message):
+    """validate_inputs sees None for a linked input; execute gets the value, and sampling stops on it, before any
+    model call, with the sentence validate_inputs would have given."""
+    values = {"neg_scale": 2.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps", "ramp": "hard",
+              "ramp_width": 0.0, **settings}
+    passes = PassCounter()
+    model = passes.counting(host.model)
+    node = "NegativeGuidance" if route == "patch" else "NegativeGuidanceGuider"
+    with pytest.raises(ValueError, match=rf"^{node}: .*{re.escape(message)}"):
+        if route == "patch":
+            patched = node_classes().NegativeGuidance.execute(model, empty=host.empty, **values).result[0]
+            ksampler(patched, host.positive, host.negative, 6.0, "euler", STEPS, latent=host.latent)
+        else:
+            guide = node_classes().NegativeGuidanceGuider.execute(model, host.positive, host.negative, 6.0,
+                                                                  empty=host.empty, **values).result[0]
+            custom_advanced(guide, "euler", ksampler_sigmas(host.model, "euler", STEPS), host.latent)
+    assert passes.evaluations == []

@@ -127,7 +127,7 @@ class TestProgressMaps:
         # A made-up monotone percent_to_sigma; the window's edges must map to exactly its values.
         percent_to_sigma = lambda p: 10.0 * (1.0 - p) ** 2  # noqa: E731
         window = Window(0.3, 0.7, "linear", 0.1)
-        progress_map = schedule.percent_progress_map(percent_to_sigma, window)
+        progress_map = schedule.percent_progress_map(percent_to_sigma, percent_to_sigma, 10.0, window)
         for edge in (0.3, 0.4, 0.6, 0.7):
             assert progress_map.progress(percent_to_sigma(edge)) == pytest.approx(edge, abs=1e-12)
         assert progress_map.progress(percent_to_sigma(0.5)) == pytest.approx(0.5, abs=1e-3)
