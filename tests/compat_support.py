@@ -2,7 +2,7 @@
 built from ComfyUI's own classes with random weights, and an independent reference for three-way guidance.
 
 The reference is ComfyUI's stock KSampler with a `sampler_calc_cond_batch_function` that evaluates y, ỹ and ∅
-itself and returns [eps(y), u*] with u* = e + α(n − e), α = s⁻·w / (s⁺ − 1) (DESIGN-NOTES, equation 8 as CFG):
+itself and returns [eps(y), u*] with u* = e + α(n − e), α = s⁻·w / (s⁺ − 1) (the three-way formula written as CFG):
 stock `cfg_function` then does the combination, so RescaleCFG, CFGZeroStar, PAG and any other CFG patch receive
 exactly what the pack promises them (cond = y's prediction, uncond = u*, cond_scale = s⁺), with none of the pack's
 code in the loop.
@@ -19,7 +19,8 @@ def step_of(sigma: float, run_sigmas: list) -> int:
 
 
 def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step, total: 1.0):
-    """Stock KSampler(positive, negative, cfg) on the returned model gives eq. 8 for s⁺ = cfg ≠ 1."""
+    """Stock KSampler(positive, negative, cfg) or CFGGuider on the returned model gives the three-way formula for
+    s⁺ = cfg ≠ 1."""
     import comfy.sampler_helpers
     import comfy.samplers
 

@@ -4,7 +4,7 @@ KSamplerAdvanced, denoise < 1, an inpainting noise mask, batch size > 1 and a Fl
 
 References: the stock nodes where the settings make the pack an identity (defaults ≡ KSampler(positive, negative),
 neg_scale = 0 ≡ KSampler(positive, empty), guider ≡ DualCFGGuider), and elsewhere compat_support.three_way_reference,
-ComfyUI's stock KSampler with the three-way formula computed outside the pack. Every test also checks
+ComfyUI's stock KSampler (or CFGGuider) with the three-way formula computed outside the pack. Every test also checks
 that the feature it is about changed the samples, so it could not pass with that feature ignored.
 
 Conditioning indices in pass counts: 0 = positive y, 1 = negative ỹ, 2 = empty ∅.
@@ -323,6 +323,50 @@ def test_sampling_route_window_equals_reference(host, name):
                latent())
     assert_close_to_scale(ours, expected)
     assert_changed(ours, run(patch(host.model, empty=host.empty), host, latent()))
+    batch = latent()["samples"].shape[0]
+    observed = [conds for _, conds in passes.by_sigma()]
+    assert observed == [(0, 1, 2) if step >= first else (0, 2) for step in range(run_steps)]
+    assert [e.batch for e in passes.evaluations] == [batch * len(conds) for conds in observed]
+
+
+# The same routes for the guider (SamplerCustomAdvanced): a slice of the sigmas stands for KSamplerAdvanced's start
+# and end steps (as SplitSigmas gives it), KSampler's denoise sigmas for denoise < 1.
+GUIDER_ROUTES = {
+    # name: (sigmas(model), latent, the run's own number of steps)
+    "sigmas_3_to_8_of_10": (lambda m: ksampler_sigmas(m, "euler", 10)[3:9], noisy_latent, 5),
+    "denoise_0.6": (lambda m: ksampler_sigmas(m, "euler", 10, denoise=0.6), noisy_latent, 10),
+    "noise_mask": (lambda m: ksampler_sigmas(m, "euler", STEPS), masked_latent, STEPS),
+    "batch_2": (lambda m: ksampler_sigmas(m, "euler", STEPS), lambda: noisy_latent(2), STEPS),
+}
+
+
+@pytest.mark.parametrize("name", GUIDER_ROUTES)
+def test_guider_route_defaults_equal_cfg_guider(host, name):
+    sigmas_of, latent, _ = GUIDER_ROUTES[name]
+    sigmas = sigmas_of(host.model)
+    stock_passes, our_passes = PassCounter(), PassCounter()
+    stock = custom_advanced(cfg_guider(stock_passes.counting(host.model), host.positive, host.negative, CFG), "euler",
+                            sigmas, latent())
+    ours = custom_advanced(guider(our_passes.counting(host.model), host.positive, host.negative, CFG,
+                                  empty=host.empty), "euler", sigmas, latent())
+    assert torch.equal(ours, stock)
+    assert batches(our_passes) == batches(stock_passes)
+
+
+@pytest.mark.parametrize("name", GUIDER_ROUTES)
+def test_guider_route_window_equals_reference(host, name):
+    """A window over the second half of the run's own steps, against CFGGuider on the independent reference."""
+    sigmas_of, latent, run_steps = GUIDER_ROUTES[name]
+    sigmas = sigmas_of(host.model)
+    first = run_steps // 2
+    reference = three_way_reference(host.model, host.empty, CFG, NEG_SCALE, window_of_steps(first, run_steps))
+    expected = custom_advanced(cfg_guider(reference, host.positive, host.negative, CFG), "euler", sigmas, latent())
+    passes = PassCounter()
+    ours = custom_advanced(guider(passes.counting(host.model), host.positive, host.negative, CFG, NEG_SCALE,
+                                  first / run_steps, 1.0, empty=host.empty), "euler", sigmas, latent())
+    assert_close_to_scale(ours, expected)
+    assert_changed(ours, custom_advanced(guider(host.model, host.positive, host.negative, CFG, empty=host.empty),
+                                         "euler", sigmas, latent()))
     batch = latent()["samples"].shape[0]
     observed = [conds for _, conds in passes.by_sigma()]
     assert observed == [(0, 1, 2) if step >= first else (0, 2) for step in range(run_steps)]
