@@ -72,11 +72,14 @@ def build_tiny_flux():
     import torch
     import comfy.model_patcher
     import comfy.supported_models
+    from comfy.ldm.flux.model import FluxParams
 
     dit_config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 64,
                   "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
                   "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2,
                   "qkv_bias": True, "guidance_embed": False}
+    if "txt_ids_dims" in FluxParams.__dataclass_fields__:
+        dit_config["txt_ids_dims"] = []  # newer ComfyUI (0.33.0): what its model detection sets for plain Flux
     config = comfy.supported_models.FluxSchnell(dit_config)
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({}, "", device=torch.device("cpu"))
