@@ -1,4 +1,6 @@
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,15 @@ def pytest_configure(config):
     except ImportError:  # the pure tests run without torch
         return
     torch.set_num_threads(TEST_THREADS)
+
+
+def pytest_report_header(config):
+    """Which ComfyUI release the host-level tests run on (scripts/host.sh test runs two)."""
+    root = os.environ.get("COMFYUI_PATH")
+    version_file = Path(root or ".") / "comfyui_version.py"
+    found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
+    release = found.group(1) if found else "unknown version"
+    return f"ComfyUI {release} at {root or '(COMFYUI_PATH unset)'}; torch threads: {TEST_THREADS}"
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,19 @@ CFG = 6.0
 STEPS = 8
 
 
-def assert_same_samples(ours, reference):
-    # Both routes run the same float32 arithmetic in a different order and batch layout.
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
-    assert ours.abs().max() > 1.0  # the comparison is between real, non-trivial samples
+@pytest.fixture(scope="module")
+def stock_run(host):
+    """The stock KSampler(positive, negative, cfg) on the plain model, once per (sampler, cfg, steps): what a test
+    checks its feature moved the samples away from."""
+    runs = {}
+
+    def run(sampler, cfg=CFG, steps=STEPS):
+        if (sampler, cfg, steps) not in runs:
+            runs[sampler, cfg, steps] = ksampler(host.model, host.positive, host.negative, cfg, sampler, steps,
+                                                 latent=host.latent)
+        return runs[sampler, cfg, steps]
+
+    return run
 
 
 def node_classes():
@@ -64,13 +73,14 @@ def test_defaults_equal_stock_ksampler(host, sampler, connect_empty):
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("settings", [{"neg_scale": 0.0}, {"start": 0.5, "end": 0.5}, {"start": 1.0, "end": 1.0}],
                          ids=["neg_scale_0", "empty_window", "window_at_end"])
-def test_negative_off_equals_cfg_against_empty(host, sampler, settings):
+def test_negative_off_equals_cfg_against_empty(host, stock_run, sampler, settings):
     stock_passes, our_passes = PassCounter(), PassCounter()
     stock = ksampler(stock_passes.counting(host.model), host.positive, host.empty, CFG, sampler, STEPS,
                      latent=host.latent)
     patched = patch(our_passes.counting(host.model), empty=host.empty, **settings)
     ours = ksampler(patched, host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent)
-    assert_same_samples(ours, stock)
+    assert torch.equal(ours, stock)  # ∅ stands where stock's negative stands: the same arithmetic
+    support.assert_changed(stock, stock_run(sampler))  # a patch ignoring the setting would give this
     assert_one_forward_per_evaluation(our_passes, stock_passes)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0, 2)}  # ỹ drops out
 
@@ -81,7 +91,7 @@ def test_cfg_one_and_negative_off_is_one_pass(host):
                      latent=host.latent)
     ours = ksampler(patch(our_passes.counting(host.model), neg_scale=0.0), host.positive, host.negative, 1.0,
                     "euler", STEPS, latent=host.latent)
-    assert_same_samples(ours, stock)
+    assert torch.equal(ours, stock)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0,)}
     assert_one_forward_per_evaluation(our_passes, stock_passes)
 
@@ -90,7 +100,7 @@ def test_cfg_one_and_negative_off_is_one_pass(host):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("cfg, neg_scale", [(6.0, 2.0), (3.0, 7.5), (1.0, 3.0)])
-def test_guider_equals_dual_cfg_guider(host, sampler, cfg, neg_scale):
+def test_guider_equals_dual_cfg_guider(host, stock_run, sampler, cfg, neg_scale):
     from comfy_extras import nodes_custom_sampler as custom
 
     dual_passes, our_passes = PassCounter(), PassCounter()
@@ -100,7 +110,8 @@ def test_guider_equals_dual_cfg_guider(host, sampler, cfg, neg_scale):
     reference = custom_advanced(dual, sampler, sigmas, host.latent)
     ours = custom_advanced(guider(host, our_passes.counting(host.model), cfg, neg_scale, empty=host.empty),
                            sampler, sigmas, host.latent)
-    assert_same_samples(ours, reference)
+    support.assert_close_to_scale(ours, reference)
+    support.assert_changed(reference, stock_run(sampler, cfg))  # three-way is not the ordinary negative
     assert_one_forward_per_evaluation(our_passes, dual_passes)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0, 1, 2)}
 
@@ -115,14 +126,15 @@ def test_guider_equals_dual_cfg_guider(host, sampler, cfg, neg_scale):
     {"neg_scale": 3.0, "start": 0.3, "end": 0.8, "unit": "timestep_percent", "ramp": "smoothstep", "width": 0.2},
     {"neg_scale": 3.0, "start": 0.0, "end": 0.6, "unit": "sigma"},
 ], ids=["three_way", "window", "linear_ramp", "percent_smoothstep", "sigma_unit"])
-def test_patch_equals_guider(host, sampler, settings):
+def test_patch_equals_guider(host, stock_run, sampler, settings):
     patch_passes, guider_passes = PassCounter(), PassCounter()
     via_patch = ksampler(patch(patch_passes.counting(host.model), empty=host.empty, **settings), host.positive,
                          host.negative, CFG, sampler, STEPS, latent=host.latent)
     sigmas = ksampler_sigmas(host.model, sampler, STEPS)
     via_guider = custom_advanced(guider(host, guider_passes.counting(host.model), CFG, empty=host.empty, **settings),
                                  sampler, sigmas, host.latent)
-    assert_same_samples(via_patch, via_guider)
+    support.assert_close_to_scale(via_patch, via_guider)
+    support.assert_changed(via_patch, stock_run(sampler))  # both routes applied the settings
     assert patch_passes.by_sigma() == guider_passes.by_sigma()  # the KSampler route pays no extra pass
     assert [e.batch for e in patch_passes.evaluations] == [e.batch for e in guider_passes.evaluations]
 
@@ -131,7 +143,8 @@ def test_patch_equals_guider(host, sampler, settings):
 
 def reference_model(model, empty, cfg, neg_scale, window_weight_of_step):
     """Stock KSampler(positive, negative) with a sampler_cfg_function that evaluates ∅ on its own (like ComfyUI's
-    old PerpNeg node) and applies eq. 8 with w taken from the step whose interval (σ_{i+1}, σ_i] holds sigma."""
+    old PerpNeg node) and applies the three-way formula with w taken from the step whose interval (σ_{i+1}, σ_i]
+    holds sigma."""
     import comfy.sampler_helpers
     import comfy.samplers
 
@@ -162,10 +175,10 @@ def test_partial_window_equals_reference(host, sampler):
     expected = ksampler(reference, host.positive, host.negative, CFG, sampler, steps, latent=host.latent)
     ours = ksampler(patch(host.model, neg_scale, first / steps, last / steps, empty=host.empty), host.positive,
                     host.negative, CFG, sampler, steps, latent=host.latent)
-    assert_same_samples(ours, expected)
+    support.assert_close_to_scale(ours, expected)
     without_window = ksampler(patch(host.model, neg_scale, empty=host.empty), host.positive, host.negative, CFG,
                               sampler, steps, latent=host.latent)
-    assert (ours - without_window).abs().max() > 1e-2  # the window changed the result
+    support.assert_changed(ours, without_window)
 
 
 def test_linear_ramp_equals_reference(host):
@@ -181,7 +194,10 @@ def test_linear_ramp_equals_reference(host):
     expected = ksampler(reference, host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
     ours = ksampler(patch(host.model, neg_scale, start, end, ramp="linear", width=width, empty=host.empty),
                     host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
-    assert_same_samples(ours, expected)
+    support.assert_close_to_scale(ours, expected)
+    hard_window = ksampler(patch(host.model, neg_scale, start, end, empty=host.empty), host.positive, host.negative,
+                           CFG, "euler", steps, latent=host.latent)
+    support.assert_changed(ours, hard_window)
 
 
 # ---- 6. pass counts: the research window, and samplers that evaluate between scheduled sigmas ----
@@ -337,8 +353,8 @@ def test_patch_stands_aside_for_other_guiders_and_says_so_once(host, caplog):
         dual = custom.DualCFGGuider.execute(model, host.positive, host.empty, host.negative, CFG, 3.0,
                                             "regular").result[0]
         results.append(custom_advanced(dual, "euler", sigmas, host.latent))
-    assert_same_samples(results[1], results[0])
-    assert_same_samples(results[2], results[0])
+    assert torch.equal(results[1], results[0])  # the patch does nothing under another guider
+    assert torch.equal(results[2], results[0])
     said = [r for r in caplog.records if "stands aside" in r.getMessage()]
     assert len(said) == 1 and "Guider_DualCFG" in said[0].getMessage()
 
