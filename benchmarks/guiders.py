@@ -238,7 +238,7 @@ def main():
               (0, steps - (research[1] - research[0]), research[1] - research[0])),
         "d": (f"(d) s⁺ = 1, s⁻ 3 on {span(*late)}",
               dict(cfg=1.0, neg_scale=NEG_SCALE, start=late[0] / steps, end=late[1] / steps),
-              (late[1] - late[0], 0, steps - (late[1] - late[0]))),
+              (steps - (late[1] - late[0]), 0, late[1] - late[0])),
     }
     methods = [
         Method("CFGGuider (cfg 6)", "stock", lambda: custom.CFGGuider.execute(model, positive, negative, CFG).result[0],
