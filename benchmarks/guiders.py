@@ -97,7 +97,6 @@ def boot(device: str):
 
 
 def build_model(size: str, device, dtype):
-    import torch
     import comfy.model_patcher
     import comfy.supported_models
 
