@@ -14,7 +14,7 @@
 # The second release, ComfyUI 0.33.0, comes from a tarball of its unmodified tree (it is not on PyPI in any form):
 # $COMFYUI_0330_TARBALL, else shared/comfyui/ComfyUI-0.33.0-*.tar.xz in the nearest folder above the pack that has
 # one (../shared/ for a clone in /work/<name>). Without it `test` says so and tests one release only, unless
-# NEGGUIDE_REQUIRE_0330=1 (CI sets it), which makes that an error.
+# NEGGUIDE_REQUIRE_0330=1, which makes that an error.
 # Everything this script makes lives in .host/, .venv-host/ and .venv-host-0.33.0/, all ignored by git.
 set -euo pipefail
 
