@@ -7,7 +7,8 @@
 // takes), which is neg_start = 5/30, neg_end = 15/30 in window_unit = steps.
 
 import { app } from "../../scripts/app.js";
-import { NEG_SCALE_FOLLOWS_CFG, Window, followsCfg, formatNumber, samplePoints, validationProblem } from "./schedule.js";
+import { EDGE_TOLERANCE, EDGE_TOLERANCES, NEG_SCALE_FOLLOWS_CFG, Window, followsCfg, formatNumber, samplePoints,
+  validationProblem } from "./schedule.js";
 
 const NODE_TYPES = new Set(["NegativeGuidance", "NegativeGuidanceGuider"]);
 const EXTRA_NEGATIVE_TYPE = "ExtraNegative";
@@ -123,7 +124,8 @@ function extraNegativeNodes(node) {
 
 function windowOf(node) {
   return new Window(Number(widgetValue(node, "neg_start")), Number(widgetValue(node, "neg_end")),
-    widgetValue(node, "ramp"), Number(widgetValue(node, "ramp_width")));
+    widgetValue(node, "ramp"), Number(widgetValue(node, "ramp_width")),
+    EDGE_TOLERANCES[widgetValue(node, "window_unit")] ?? EDGE_TOLERANCE);
 }
 
 function describeNode(node) {

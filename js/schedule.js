@@ -40,6 +40,11 @@ export class Window {
     return this.ramp !== "hard" && this.rampWidth > 0.0 && this.end < 1.0 - this.edgeTolerance;
   }
 
+  /** w = 1 for every evaluation of every run (Window.is_full). */
+  get isFull() {
+    return this.start <= this.edgeTolerance && this.end >= 1.0 - this.edgeTolerance;
+  }
+
   get isEmpty() {
     return this.end - this.start <= this.edgeTolerance / 2 || this.start >= 1.0 - this.edgeTolerance / 2;
   }
@@ -93,8 +98,8 @@ export function samplePoints(window, columns) {
 export const BOUNDS = { cfg: [0, 100], neg_scale: [-1, 100], neg_start: [0, 1], neg_end: [0, 1], ramp_width: [0, 1] };
 const BOUND_NOTES = { cfg: "", neg_scale: " (any negative value follows cfg)", neg_start: " (a fraction of sampling)",
   neg_end: " (a fraction of sampling)", ramp_width: "" };
-// Coefficients this close to zero count as zero (schedule.ZERO_TOLERANCE).
-const ZERO_TOLERANCE = 1e-6;
+// "Zero" as schedule.is_zero / is_one: within 1e-9 of max(1, |cfg|), ComfyUI's math.isclose(cfg, 1.0).
+const ZERO_RELATIVE_TOLERANCE = 1e-9;
 
 /** Any negative neg_scale means "follow cfg" (s⁻ = cfg − 1), as schedule.follows_cfg_value. */
 export function followsCfg(negScale) {
@@ -107,13 +112,17 @@ export function formatNumber(value) {
   return String(Object.is(rounded, -0) ? 0 : rounded);
 }
 
+const isClose = (a, b) => Math.abs(a - b) <= ZERO_RELATIVE_TOLERANCE * Math.max(Math.abs(a), Math.abs(b));
+
 /** Whether eps(∅) gets a non-zero coefficient somewhere (GuidanceSettings.needs_empty, main negative only). */
 function needsEmpty(cfg, negScale, window) {
   const scale = followsCfg(negScale) ? cfg - 1 : negScale;
-  const isZero = (value) => Math.abs(value) <= ZERO_TOLERANCE;
-  if (isZero(scale) || window.isEmpty) return !isZero(1 - cfg);
-  const isFull = window.start <= EDGE_TOLERANCE && window.end >= 1 - EDGE_TOLERANCE;
-  return isFull ? !isZero(1 - cfg + scale) : true;
+  const isZero = (value) => Math.abs(value) <= ZERO_RELATIVE_TOLERANCE * Math.max(1, Math.abs(cfg));
+  const isOne = isClose(cfg, 1);
+  if (isZero(scale) || window.isEmpty) return !isOne;
+  if (!window.isFull) return true;
+  // StepCoefficients.needs_empty with w = 1: at s⁺ = 1 ∅ acts with the negative; else unless α = s⁻/(s⁺ − 1) is 1.
+  return isOne ? true : !isClose(scale / (cfg - 1), 1);
 }
 
 /**
@@ -147,7 +156,7 @@ export function validationProblem(node, values, emptyConnected, followsCfgAllowe
       "the negative acts from neg_start to neg_end.";
   }
   if (![start, end, ramp, rampWidth].every(known)) return null;
-  const window = new Window(start, end, ramp, rampWidth);
+  const window = new Window(start, end, ramp, rampWidth, EDGE_TOLERANCES[unit] ?? EDGE_TOLERANCE);
   const fades = Number(window.fadesIn) + Number(window.fadesOut);
   if (fades && fades * rampWidth > end - start + EDGE_TOLERANCE) {
     return `${node}: ramp_width (${formatNumber(rampWidth)}) is too wide for the window ` +

@@ -372,14 +372,15 @@ def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, r
                 f"({format_number(neg_end)}); the negative acts from neg_start to neg_end.")
     if None in (neg_start, neg_end, ramp, ramp_width):
         return None
-    window = Window(neg_start, neg_end, ramp, ramp_width)
+    # The edges compared as sampling will compare them: exactly for timestep_percent (EDGE_TOLERANCES).
+    window = Window(neg_start, neg_end, ramp, ramp_width, EDGE_TOLERANCES.get(window_unit, EDGE_TOLERANCE))
     fades = int(window.fades_in) + int(window.fades_out)
     if fades and fades * ramp_width > (neg_end - neg_start) + EDGE_TOLERANCE:
         return (f"{node}: ramp_width ({format_number(ramp_width)}) is too wide for the window "
                 f"{format_number(neg_start)}-{format_number(neg_end)}: its {fades} ramp(s) need "
                 f"{format_number(fades * ramp_width)} of it. Narrow the ramp or widen the window.")
     if empty_connected is False and None not in (cfg, neg_scale):
-        settings = GuidanceSettings(cfg, resolved_neg_scale(neg_scale), window)
+        settings = GuidanceSettings(cfg, resolved_neg_scale(neg_scale), window, window_unit or "steps")
         if settings.needs_empty():
             return (f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with "
                     f"cfg {format_number(cfg)} and neg_scale {format_number(neg_scale)} over this window the "

@@ -89,6 +89,10 @@ VALIDATION_CASES = [
     ({"cfg": 1000.0}, True), ({"cfg": -0.5}, True), ({"neg_scale": 500.0}, True), ({"neg_scale": -1.5}, True),
     ({"neg_start": 1.5}, True), ({"neg_end": -0.25}, True), ({"ramp_width": 1.2}, True),
     ({"window_unit": "minutes"}, True), ({"ramp": "cosine"}, True), ({"neg_start": 0.33333333}, True),
+    # timestep_percent compares edges exactly: a start of 0.0003 already leaves the first evaluation out.
+    ({"neg_start": 0.0003, "window_unit": "timestep_percent"}, False), ({"neg_start": 0.0003}, False),
+    # "zero" is ComfyUI's math.isclose, not a fixed 1e-6.
+    ({"cfg": 1.0000018, "neg_scale": 0.0000009}, False), ({"cfg": 1.0000018, "neg_scale": 0.0}, False),
 ]
 
 
