@@ -224,10 +224,12 @@ class GuidancePlan:
         if problem:
             raise ValueError(problem)
         if self.empty is None and settings.needs_empty():
+            # The sentence schedule.validate gives (and the graph shows), extended to the extra negatives.
             raise ValueError(
-                f"{node}: connect 'empty' (the empty prompt ∅): with cfg {settings.cfg} and neg_scale "
-                f"{settings.neg_scale} over this window (and any extra negatives) the formula uses eps(∅). Without "
-                "it only neg_scale = -1 (cfg - 1) over the whole run works.")
+                f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with cfg "
+                f"{schedule.format_number(settings.cfg)} and neg_scale {schedule.format_number(settings.neg_scale)} "
+                "over this window (and any extra negatives) the formula uses eps(∅). Only the ordinary negative "
+                "prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
         observer = self.trace.start_run(settings, sigmas) if self.trace is not None else None
         return resolve_run(settings, model_patcher, sigmas, self.sequential, observer)
 

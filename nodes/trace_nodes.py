@@ -30,6 +30,7 @@ LATENT_TOOLTIP = ("The sampler's output LATENT. Connect it so that this node run
                   "handle; it is passed through unchanged.")
 LATENT_OUT_TOOLTIP = "The sampler's LATENT, unchanged: decode or save it after the plot."
 X_AXES = ("step", "sigma")
+MAP_SIZE_BOUNDS = (1, 256)  # the probe's map side: 64 in the authors' setup; larger only costs memory
 
 
 class NegativeGuidanceTrace(io.ComfyNode):
@@ -123,7 +124,7 @@ class NegativeGuidanceProbe(io.ComfyNode):
                                 tooltip="The positive-prompt word the negative word relates to most (e.g. 'woman')."),
                 io.String.Input("negative_word", default="",
                                 tooltip="The negative-prompt word to follow (e.g. 'glasses')."),
-                io.Int.Input("map_size", default=64, min=1, max=256,
+                io.Int.Input("map_size", default=64, min=MAP_SIZE_BOUNDS[0], max=MAP_SIZE_BOUNDS[1],
                              tooltip="Maps are upsampled to this side before their Frobenius norm (64 as Ban et al.)."),
                 io.Combo.Input("layers", options=list(probe_lib.LAYER_RULES), default="non_middle",
                                tooltip="non_middle: every cross-attention layer of the input and output blocks (the "
@@ -155,6 +156,10 @@ def make_probe(model, clip, positive_text, negative_text, positive_word, negativ
                layers="non_middle", keep_maps=False):
     """(a clone of `model` with the probe's attn2 patch and run wrapper, the AttentionProbe)."""
     node = "NegativeGuidanceProbe"
+    # ComfyUI checks the schema's bounds only on widget values: a map_size that arrived by link is checked here.
+    if not MAP_SIZE_BOUNDS[0] <= map_size <= MAP_SIZE_BOUNDS[1]:
+        raise ValueError(f"{node}: map_size must lie between {MAP_SIZE_BOUNDS[0]} and {MAP_SIZE_BOUNDS[1]}, "
+                         f"got {map_size}.")
     diffusion_model = model.get_model_object("diffusion_model")
     if not probe_lib.is_unet(diffusion_model):
         raise ValueError(f"{node}: the r_t probe reads a UNet's cross-attention (SD1.x, SD2.x, SDXL); this model "

@@ -266,7 +266,7 @@ def test_steps_unit_counts_this_runs_own_steps(host, route):
 
 def test_patch_without_empty_stops_before_the_first_pass(host):
     passes = PassCounter()
-    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'.*cfg 6\.0"):
+    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'.*cfg 6 "):
         ksampler(patch(passes.counting(host.model), neg_scale=2.0), host.positive, host.negative, CFG, "euler",
                  STEPS, latent=host.latent)
     assert passes.evaluations == []
