@@ -6,9 +6,20 @@
 // Steps are named 1-based and inclusive everywhere ("steps 6–15 of 30": the 6th to the 15th step the sampler
 // takes), which is neg_start = 5/30, neg_end = 15/30 in window_unit = steps.
 
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { EDGE_TOLERANCE, EDGE_TOLERANCES, NEG_SCALE_FOLLOWS_CFG, Window, followsCfg, formatNumber, samplePoints,
   validationProblem } from "./schedule.js";
+
+// ComfyUI lists a pack's example workflows in directory order (an unsorted glob), which scatters ours in the
+// Templates browser; their names are numbered, so sort this pack's list. The original request still runs.
+const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/")[2] ?? "");
+const listWorkflowTemplates = api.getWorkflowTemplates.bind(api);
+api.getWorkflowTemplates = async () => {
+  const templates = await listWorkflowTemplates();
+  templates?.[PACK_FOLDER]?.sort();
+  return templates;
+};
 
 const NODE_TYPES = new Set(["NegativeGuidance", "NegativeGuidanceGuider"]);
 const EXTRA_NEGATIVE_TYPE = "ExtraNegative";
