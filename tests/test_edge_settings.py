@@ -116,7 +116,7 @@ def test_ksampler_advanced_with_start_equal_to_end(host):
 @pytest.mark.parametrize("route", ["patch", "guider"])
 @pytest.mark.parametrize("settings, message", [
     ({"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end (0.2)"),
-    ({"neg_scale": -0.5}, "neg_scale must be 0 or more, or exactly -1"),
+    ({"neg_scale": -2.0}, "neg_scale must lie between -1 and 100"),  # any value in [-1, 0) follows cfg
     ({"ramp": "linear", "ramp_width": 0.6, "neg_start": 0.2, "neg_end": 0.8}, "too wide"),
 ])
 def test_linked_values_are_checked_when_sampling_starts(host, route, settings, message):
