@@ -1,19 +1,39 @@
-// The schedule graph on NegativeGuidance and NegativeGuidanceGuider: s⁻·w(t) (and s⁺) over the course of
-// sampling, with the window shaded. The node's own widgets are the single source of truth: the graph is a DOM
-// widget with serialize:false, so it never enters a saved workflow or an API prompt, and it works in the classic
-// canvas and in the Vue node renderer ("Nodes 2.0") alike.
+// The schedule graph on NegativeGuidance and NegativeGuidanceGuider: s⁻·w(t) (and s⁺, and each extra negative's
+// sᵢ·wᵢ(t)) over the course of sampling, with the window shaded. The node's own widgets are the single source of
+// truth: the graph is a DOM widget with serialize:false, so it never enters a saved workflow or an API prompt, and
+// it works in the classic canvas and in the Vue node renderer ("Nodes 2.0") alike.
+//
+// Steps are named 1-based and inclusive everywhere ("steps 6–15 of 30": the 6th to the 15th step the sampler
+// takes), which is neg_start = 5/30, neg_end = 15/30 in window_unit = steps.
 
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
-import { Window, negativeScale, samplePoints } from "./schedule.js";
+import { EDGE_TOLERANCE, EDGE_TOLERANCES, NEG_SCALE_FOLLOWS_CFG, Window, followsCfg, formatNumber, samplePoints,
+  validationProblem } from "./schedule.js";
+
+// ComfyUI lists a pack's example workflows in directory order (an unsorted glob), which scatters ours in the
+// Templates browser; their names are numbered, so sort this pack's list. The original request still runs.
+const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/")[2] ?? "");
+const listWorkflowTemplates = api.getWorkflowTemplates.bind(api);
+api.getWorkflowTemplates = async () => {
+  const templates = await listWorkflowTemplates();
+  templates?.[PACK_FOLDER]?.sort();
+  return templates;
+};
 
 const NODE_TYPES = new Set(["NegativeGuidance", "NegativeGuidanceGuider"]);
+const EXTRA_NEGATIVE_TYPE = "ExtraNegative";
 const GRAPH_WIDGET_NAME = "schedule_graph";
-const WATCHED_WIDGETS = ["cfg", "neg_scale", "neg_start", "neg_end", "window_unit", "ramp", "ramp_width"];
-const SAMPLER_WIDGETS = ["cfg", "steps"];
+const WINDOW_WIDGETS = ["neg_scale", "neg_start", "neg_end", "window_unit", "ramp", "ramp_width"];
+const WATCHED_WIDGETS = ["cfg", ...WINDOW_WIDGETS];
+// Widgets of other nodes the graph reads: the sampler's cfg and steps, KSamplerAdvanced's step range, a
+// scheduler's steps, and the extra negatives' own settings.
+const FOLLOWED_WIDGETS = new Set(["cfg", "steps", "start_at_step", "end_at_step", ...WINDOW_WIDGETS]);
 const GRAPH_MIN_HEIGHT = 130;
 const GRAPH_MAX_HEIGHT = 220;
-// How far to follow the patch's MODEL output (through other model patches) to find the KSampler holding cfg.
+// How far to follow the patch's MODEL output (through other model patches) to find the sampler holding cfg.
 const SAMPLER_SEARCH_DEPTH = 6;
+const MAX_EXTRA_NEGATIVES = 8;
 
 const UNIT_LABELS = {
   steps: "fraction of steps",
@@ -23,27 +43,39 @@ const UNIT_LABELS = {
 
 const COLORS = {
   background: "rgba(16, 18, 24, 0.85)",
+  problemBackground: "rgba(70, 18, 18, 0.92)",
+  problemText: "#ffb4a8",
   grid: "rgba(255, 255, 255, 0.10)",
   text: "#c9ccd3",
   window: "rgba(246, 160, 77, 0.16)",
   negative: "#f6a04d",
   negativeFill: "rgba(246, 160, 77, 0.28)",
+  extras: ["#c58af9", "#7fd18b", "#f28fb1", "#8fd3f2"],
   positive: "#6fa8dc",
   stepDot: "#ffd7ae",
 };
 
-const wrappedSamplerWidgets = new WeakSet();
-
 function widgetValue(node, name) {
   return node.widgets?.find((widget) => widget.name === name)?.value;
+}
+
+function hasWidget(node, name) {
+  return !!node.widgets?.some((widget) => widget.name === name);
 }
 
 function linkById(graph, linkId) {
   return graph.getLink?.(linkId) ?? graph.links?.get?.(linkId) ?? graph.links?.[linkId];
 }
 
-/** The nearest downstream node with cfg and steps widgets (a KSampler), following MODEL outputs. */
-function findSampler(node) {
+/** The node whose output feeds `node`'s input `name`, if it is linked. */
+function inputOrigin(node, name) {
+  const input = node.inputs?.find((candidate) => candidate.name === name);
+  const link = input?.link != null && node.graph ? linkById(node.graph, input.link) : null;
+  return link ? node.graph.getNodeById(link.origin_id) : null;
+}
+
+/** The nearest node downstream of `node`'s outputs of type `type` that `accept`s, breadth first. */
+function findDownstream(node, type, accept) {
   const graph = node.graph;
   if (!graph) return null;
   const seen = new Set([node.id]);
@@ -52,14 +84,13 @@ function findSampler(node) {
     const next = [];
     for (const current of frontier) {
       for (const output of current.outputs ?? []) {
-        if (output.type !== "MODEL") continue;
+        if (output.type !== type) continue;
         for (const linkId of output.links ?? []) {
           const link = linkById(graph, linkId);
           const target = link && graph.getNodeById(link.target_id);
           if (!target || seen.has(target.id)) continue;
           seen.add(target.id);
-          const names = new Set((target.widgets ?? []).map((widget) => widget.name));
-          if (SAMPLER_WIDGETS.every((name) => names.has(name))) return target;
+          if (accept(target)) return target;
           next.push(target);
         }
       }
@@ -69,59 +100,129 @@ function findSampler(node) {
   return null;
 }
 
-/** What the graph shows, read from the widgets (and, for the patch, from the KSampler it feeds, if any). */
+/**
+ * The steps a sampling node runs, as far as the graph says: {total, first, count} (first is 0-based), or null.
+ * KSampler: its steps. KSamplerAdvanced: steps start_at_step … end_at_step of `steps` (the window then counts the
+ * steps this node runs, as sampling does). SamplerCustom(Advanced): the steps of the scheduler feeding `sigmas`.
+ */
+function runSteps(sampler) {
+  if (!sampler) return null;
+  let total = Number(widgetValue(sampler, "steps"));
+  if (!hasWidget(sampler, "steps")) {
+    const scheduler = inputOrigin(sampler, "sigmas");
+    total = scheduler && hasWidget(scheduler, "steps") ? Number(widgetValue(scheduler, "steps")) : NaN;
+  }
+  if (!(total > 0)) return null;
+  if (hasWidget(sampler, "start_at_step")) {
+    const first = Math.max(0, Number(widgetValue(sampler, "start_at_step")));
+    const last = Math.min(total, Number(widgetValue(sampler, "end_at_step")));
+    return { total, first, count: Math.max(0, last - first) };
+  }
+  return { total, first: 0, count: total };
+}
+
+/** The ExtraNegative nodes chained into `node`'s extra_negatives input, nearest first. */
+function extraNegativeNodes(node) {
+  const found = [];
+  let current = inputOrigin(node, "extra_negatives");
+  while (current && current.type === EXTRA_NEGATIVE_TYPE && found.length < MAX_EXTRA_NEGATIVES &&
+    !found.includes(current)) {
+    found.push(current);
+    current = inputOrigin(current, "extra_negatives");
+  }
+  return found;
+}
+
+function windowOf(node) {
+  return new Window(Number(widgetValue(node, "neg_start")), Number(widgetValue(node, "neg_end")),
+    widgetValue(node, "ramp"), Number(widgetValue(node, "ramp_width")),
+    EDGE_TOLERANCES[widgetValue(node, "window_unit")] ?? EDGE_TOLERANCE);
+}
+
+function describeNode(node) {
+  return `${node.type} #${node.id}`;
+}
+
+/** What the graph shows, read from the widgets (and from the sampler, scheduler and extra negatives linked). */
 function readSettings(node) {
-  const settings = {
-    cfg: widgetValue(node, "cfg"),
-    negScale: Number(widgetValue(node, "neg_scale")),
-    window: new Window(Number(widgetValue(node, "neg_start")), Number(widgetValue(node, "neg_end")),
-      widgetValue(node, "ramp"), Number(widgetValue(node, "ramp_width"))),
-    unit: widgetValue(node, "window_unit"),
-    steps: null,
-    cfgSource: "node",
+  const isGuider = hasWidget(node, "cfg");
+  // The patch: cfg lives on the sampler that samples the patched model (KSampler, KSamplerAdvanced,
+  // SamplerCustom, CFGGuider…). The guider: the steps on the scheduler of the SamplerCustomAdvanced it feeds.
+  const sampler = isGuider
+    ? findDownstream(node, "GUIDER", (target) => target.inputs?.some((input) => input.name === "sigmas"))
+    : findDownstream(node, "MODEL", (target) => hasWidget(target, "cfg"));
+  const cfg = isGuider ? Number(widgetValue(node, "cfg")) : sampler ? Number(widgetValue(sampler, "cfg")) : null;
+  const negScale = Number(widgetValue(node, "neg_scale"));
+  const window = windowOf(node);
+  const unit = widgetValue(node, "window_unit");
+  const emptyConnected = node.inputs?.find((input) => input.name === "empty")?.link != null;
+  const values = { cfg, neg_scale: negScale, neg_start: window.start, neg_end: window.end, window_unit: unit,
+    ramp: window.ramp, ramp_width: window.rampWidth };
+  const extras = extraNegativeNodes(node).map((extra) => ({
+    id: extra.id, scale: Number(widgetValue(extra, "neg_scale")), window: windowOf(extra),
+    problem: validationProblem(EXTRA_NEGATIVE_TYPE, {
+      neg_scale: Number(widgetValue(extra, "neg_scale")), neg_start: Number(widgetValue(extra, "neg_start")),
+      neg_end: Number(widgetValue(extra, "neg_end")), window_unit: widgetValue(extra, "window_unit"),
+      ramp: widgetValue(extra, "ramp"), ramp_width: Number(widgetValue(extra, "ramp_width")) }, null, false),
+  }));
+  return {
+    cfg, negScale, window, unit, extras,
+    followsCfg: followsCfg(negScale),
+    negativeScale: followsCfg(negScale) ? (cfg == null ? null : cfg - 1) : negScale,
+    run: runSteps(sampler),
+    cfgSource: isGuider ? "node" : sampler ? describeNode(sampler) : null,
+    // The sentence the server would refuse these settings with (for the patch, cfg is the sampler's).
+    problem: validationProblem(node.type, values, isGuider || sampler ? emptyConnected : null)
+      ?? extras.find((extra) => extra.problem)?.problem ?? null,
   };
-  if (settings.cfg === undefined) {
-    // The patch: cfg and steps live on the KSampler that samples the patched model.
-    const sampler = findSampler(node);
-    settings.cfg = sampler ? Number(widgetValue(sampler, "cfg")) : null;
-    settings.steps = sampler ? Number(widgetValue(sampler, "steps")) : null;
-    settings.cfgSource = sampler ? `KSampler #${sampler.id}` : null;
-    if (sampler) watchSampler(sampler, node);
-  } else {
-    settings.cfg = Number(settings.cfg);
-  }
-  settings.negativeScale = negativeScale(settings.cfg, settings.negScale);
-  return settings;
 }
 
-function watchSampler(sampler, node) {
-  for (const widget of sampler.widgets ?? []) {
-    if (!SAMPLER_WIDGETS.includes(widget.name) || wrappedSamplerWidgets.has(widget)) continue;
-    wrappedSamplerWidgets.add(widget);
-    const original = widget.callback;
-    widget.callback = function (...args) {
-      const result = original?.apply(this, args);
-      // Every schedule graph downstream of this sampler's model may depend on it.
-      for (const candidate of sampler.graph?.nodes ?? []) candidate.negguideRequestRedraw?.();
-      return result;
-    };
-  }
-}
-
-function formatNumber(value) {
-  return Number.isInteger(value) ? String(value) : value.toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
-}
-
-/** The x axis's unit; with a known step count, which steps the negative acts on, counted as the tooltips do
- * ("steps 5-15 of 30": from step 5 up to, not including, step 15, steps numbered from 0). */
-function axisLabel(settings) {
-  const { unit, steps, window: win } = settings;
-  if (unit !== "steps" || !(steps > 0)) return UNIT_LABELS[unit] ?? String(unit);
+/** Which steps the negative acts on, 1-based and inclusive ("steps 6–15 of 30"). */
+function stepsLabel(settings) {
+  const { run, window: win } = settings;
+  if (!run || !run.count) return null;
   const active = [];
-  for (let i = 0; i < steps; i++) if (win.weight(i / steps) > 0) active.push(i);
-  if (!active.length) return `negative on none of ${steps} steps`;
-  if (active.length === steps) return `negative on all ${steps} steps`;
-  return `negative on steps ${active[0]}–${active[active.length - 1] + 1} of ${steps}`;
+  for (let i = 0; i < run.count; i++) if (win.weight(i / run.count) > 0) active.push(i + 1);
+  const partial = run.count !== run.total;
+  const of = partial ? `of the ${run.count} this node runs` : `of ${run.count}`;
+  if (!active.length) return `negative on none of the ${run.count} steps${partial ? " this node runs" : ""}`;
+  const first = active[0];
+  const last = active[active.length - 1];
+  const range = (a, b) => (a === b ? `${a}` : `${a}–${b}`);
+  const overall = partial ? ` (${range(run.first + first, run.first + last)} of ${run.total})` : "";
+  if (active.length === run.count && !partial) return `negative on all ${run.count} steps`;
+  return `negative on step${first === last ? "" : "s"} ${range(first, last)} ${of}${overall}`;
+}
+
+/** `text` broken into lines no wider than `width`. */
+function wrapText(ctx, text, width) {
+  const lines = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const candidate = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(candidate).width > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = candidate;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+function drawProblem(ctx, settings, cssWidth, cssHeight) {
+  ctx.fillStyle = COLORS.problemBackground;
+  ctx.beginPath();
+  ctx.roundRect(0, 0, cssWidth, cssHeight, 6);
+  ctx.fill();
+  ctx.fillStyle = COLORS.problemText;
+  ctx.font = "bold 11px sans-serif";
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  ctx.fillText("⚠ These settings will be refused:", 8, 8);
+  ctx.font = "11px sans-serif";
+  wrapText(ctx, settings.problem, cssWidth - 16).forEach((line, i) => ctx.fillText(line, 8, 26 + i * 14));
 }
 
 function draw(canvas, settings) {
@@ -134,32 +235,44 @@ function draw(canvas, settings) {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, cssWidth, cssHeight);
+  if (settings.problem) {
+    // Never a curve for settings the server refuses: the sentence it would give, on the node.
+    drawProblem(ctx, settings, cssWidth, cssHeight);
+    return true;
+  }
 
-  const pad = { left: 30, right: 8, top: 18, bottom: 18 };
+  const { window: win, cfg, negativeScale: sNeg, extras } = settings;
+  // With neg_scale following cfg on the patch and no sampler found, s⁻ = cfg − 1 is not known here: draw w(t) on
+  // a scale whose top is labelled "cfg − 1" rather than inventing a number.
+  const symbolic = sNeg == null;
+  const curveScale = symbolic ? 1 : sNeg;
+  const levels = [0, curveScale, ...(symbolic || cfg == null ? [] : [cfg]), ...extras.map((extra) => extra.scale)];
+  const yMax = Math.max(...levels, symbolic ? 1 : 0.5) * 1.15;
+  const yMin = Math.min(...levels) * 1.15;
+
+  ctx.font = "10px sans-serif";
+  const ticks = symbolic ? [[0, "0"], [1, "cfg − 1"]] : [[0, "0"], [curveScale, formatNumber(curveScale)]];
+  // s⁺ and each extra negative's scale, where there is room between the labels.
+  for (const value of [...(symbolic || cfg == null ? [] : [cfg]), ...extras.map((extra) => extra.scale)]) {
+    if (ticks.every(([tick]) => Math.abs(value - tick) > (yMax - yMin) * 0.08)) ticks.push([value, formatNumber(value)]);
+  }
+  const tickWidth = Math.max(...ticks.map(([, label]) => ctx.measureText(label).width));
+  const legendLines = extras.length ? 2 : 1;
+  const pad = { left: Math.ceil(tickWidth) + 8, right: 8, top: 8 + 13 * legendLines, bottom: 18 };
   const plotWidth = cssWidth - pad.left - pad.right;
   const plotHeight = cssHeight - pad.top - pad.bottom;
   ctx.fillStyle = COLORS.background;
   ctx.beginPath();
   ctx.roundRect(0, 0, cssWidth, cssHeight, 6);
   ctx.fill();
-
-  const { window: win, cfg, negativeScale: sNeg } = settings;
-  // With neg_scale = -1 on the patch and no KSampler found, s⁻ = cfg − 1 is not known here: draw w(t) on a
-  // scale whose top is labelled "cfg − 1" rather than inventing a number.
-  const symbolic = sNeg == null;
-  const curveScale = symbolic ? 1 : sNeg;
-  const yMax = symbolic ? 1.2 : Math.max(cfg ?? 0, sNeg, 1) * 1.15;
   const x = (p) => pad.left + p * plotWidth;
-  const y = (value) => pad.top + plotHeight * (1 - value / yMax);
+  const y = (value) => pad.top + plotHeight * (yMax - value) / (yMax - yMin);
 
-  ctx.font = "10px sans-serif";
   ctx.lineWidth = 1;
   ctx.strokeStyle = COLORS.grid;
   ctx.fillStyle = COLORS.text;
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
-  const ticks = symbolic ? [[0, "0"], [1, "cfg−1"]] : [[0, "0"], [curveScale, formatNumber(curveScale)]];
-  if (!symbolic && cfg != null && Math.abs(cfg - curveScale) > yMax * 0.08) ticks.push([cfg, formatNumber(cfg)]);
   for (const [value, label] of ticks) {
     ctx.beginPath();
     ctx.moveTo(pad.left, y(value));
@@ -188,6 +301,16 @@ function draw(canvas, settings) {
     ctx.setLineDash([]);
   }
 
+  // Each extra negative's sᵢ·wᵢ(t), thinner, under the main curve.
+  extras.forEach((extra, i) => {
+    const points = samplePoints(extra.window, Math.max(2, Math.round(plotWidth)));
+    ctx.beginPath();
+    points.forEach((p, j) => (j ? ctx.lineTo : ctx.moveTo).call(ctx, x(p), y(extra.scale * extra.window.weight(p))));
+    ctx.strokeStyle = COLORS.extras[i % COLORS.extras.length];
+    ctx.lineWidth = 1.5;
+    ctx.stroke();
+  });
+
   // s⁻·w(t), sampled at every pixel column and on both sides of each edge.
   const points = samplePoints(win, Math.max(2, Math.round(plotWidth)));
   ctx.beginPath();
@@ -203,31 +326,41 @@ function draw(canvas, settings) {
   ctx.lineWidth = 2;
   ctx.stroke();
 
-  // The steps a KSampler will actually take, when the window counts steps and the sampler is known.
-  if (settings.unit === "steps" && settings.steps > 0 && settings.steps <= 200) {
+  // The steps the sampler will take (those of this node's run), when the window counts steps.
+  const run = settings.run;
+  if (settings.unit === "steps" && run && run.count > 0 && run.count <= 200) {
     ctx.fillStyle = COLORS.stepDot;
-    for (let i = 0; i < settings.steps; i++) {
-      const p = i / settings.steps;
+    for (let i = 0; i < run.count; i++) {
+      const p = i / run.count;
       ctx.beginPath();
-      ctx.arc(x(p), y(curveScale * win.weight(p)), settings.steps > 60 ? 1 : 1.8, 0, 2 * Math.PI);
+      ctx.arc(x(p), y(curveScale * win.weight(p)), run.count > 60 ? 1 : 1.8, 0, 2 * Math.PI);
       ctx.fill();
     }
   }
 
-  // Labels: the legend on top, the axis below.
+  // Legend on top (the main negative and s⁺; the extra negatives on a second line), the axis below.
   ctx.textBaseline = "alphabetic";
   ctx.textAlign = "left";
   ctx.fillStyle = COLORS.negative;
-  const negLabel = symbolic ? "s⁻·w(t), s⁻ = cfg − 1" : `s⁻·w(t), s⁻ = ${formatNumber(sNeg)}`;
-  ctx.fillText(negLabel, pad.left, 12);
+  const follow = settings.followsCfg ? (symbolic ? "cfg − 1 (follows cfg)" : `cfg − 1 = ${formatNumber(sNeg)}`) : null;
+  ctx.fillText(`s⁻·w(t), s⁻ = ${follow ?? formatNumber(sNeg)}`, 6, 14);
   ctx.textAlign = "right";
+  ctx.fillStyle = COLORS.positive;
   if (cfg != null && !symbolic) {
-    ctx.fillStyle = COLORS.positive;
     const source = settings.cfgSource && settings.cfgSource !== "node" ? ` (${settings.cfgSource})` : "";
-    ctx.fillText(`s⁺ = cfg = ${formatNumber(cfg)}${source}`, cssWidth - pad.right, 12);
+    ctx.fillText(`s⁺ = cfg = ${formatNumber(cfg)}${source}`, cssWidth - pad.right, 14);
   } else if (symbolic) {
-    ctx.fillStyle = COLORS.positive;
-    ctx.fillText("s⁺ = cfg on the KSampler", cssWidth - pad.right, 12);
+    ctx.fillText("s⁺ = the sampler's cfg", cssWidth - pad.right, 14);
+  }
+  if (extras.length) {
+    ctx.textAlign = "left";
+    let left = 6;
+    extras.forEach((extra, i) => {
+      const label = `extra #${extra.id}: s = ${formatNumber(extra.scale)}  `;
+      ctx.fillStyle = COLORS.extras[i % COLORS.extras.length];
+      ctx.fillText(label, left, 27);
+      left += ctx.measureText(label).width;
+    });
   }
   ctx.fillStyle = COLORS.text;
   const axisY = cssHeight - 5;
@@ -236,8 +369,40 @@ function draw(canvas, settings) {
   ctx.textAlign = "right";
   ctx.fillText("1", x(1), axisY);
   ctx.textAlign = "center";
-  ctx.fillText(`progress (${axisLabel(settings)}) →`, x(0.5), axisY);
+  const steps = settings.unit === "steps" ? stepsLabel(settings) : null;
+  ctx.fillText(steps ?? `progress (${UNIT_LABELS[settings.unit] ?? String(settings.unit)}) →`, x(0.5), axisY);
+  settings.stepsLabel = steps;
   return true;
+}
+
+/**
+ * neg_scale: any negative value means "follow cfg", shown as −1. The widget's arrows step by 0.1, so from 0 one
+ * click down gives −0.1 and from −1 one click up gives −0.9: snap those to −1 and 0, so every click lands on a
+ * value with a meaning the user can see.
+ */
+function snapNegScale(widget, previous) {
+  const value = Number(widget.value);
+  if (!followsCfg(value) || value === NEG_SCALE_FOLLOWS_CFG) return value;
+  const snapped = followsCfg(previous) ? 0 : NEG_SCALE_FOLLOWS_CFG;
+  widget.value = snapped;
+  // Once more through the callback, after this one: the Vue renderer shows the value its own wrapper of the
+  // callback was given, so hand it the snapped one (a no-op for the snap itself, a redraw in the classic canvas).
+  queueMicrotask(() => widget.callback?.(snapped));
+  return snapped;
+}
+
+/** Redraws every schedule graph in the graph (a sampler, scheduler or extra negative may feed any of them). */
+function redrawAll(graph) {
+  for (const candidate of graph?.nodes ?? []) candidate.negguideRequestRedraw?.();
+}
+
+function chainCallback(object, name, after) {
+  const original = object[name];
+  object[name] = function (...args) {
+    const result = original?.apply(this, args);
+    after.apply(this, args);
+    return result;
+  };
 }
 
 function addScheduleGraph(node) {
@@ -269,7 +434,10 @@ function addScheduleGraph(node) {
     container.dataset.drawn = JSON.stringify({
       cfg: settings.cfg, negativeScale: settings.negativeScale, start: settings.window.start,
       end: settings.window.end, ramp: settings.window.ramp, rampWidth: settings.window.rampWidth,
-      unit: settings.unit, steps: settings.steps,
+      unit: settings.unit, steps: settings.run?.count ?? null, run: settings.run, stepsLabel: settings.stepsLabel ?? null,
+      cfgSource: settings.cfgSource, problem: settings.problem,
+      extras: settings.extras.map((extra) => ({ id: extra.id, scale: extra.scale, start: extra.window.start,
+        end: extra.window.end })),
     });
   };
   const requestRedraw = () => {
@@ -280,26 +448,20 @@ function addScheduleGraph(node) {
   for (const name of WATCHED_WIDGETS) {
     const watched = node.widgets?.find((candidate) => candidate.name === name);
     if (!watched) continue;
-    const original = watched.callback;
-    watched.callback = function (...args) {
-      const result = original?.apply(this, args);
-      requestRedraw();
-      return result;
-    };
+    if (name === "neg_scale") {
+      let previous = Number(watched.value);
+      chainCallback(watched, "callback", function () {
+        previous = snapNegScale(watched, previous);
+      });
+      chainCallback(node, "onConfigure", () => {
+        previous = Number(watched.value);
+      });
+    }
+    chainCallback(watched, "callback", requestRedraw);
   }
-  // Loading a workflow sets widget values without callbacks; links decide which KSampler gives cfg.
-  const onConfigure = node.onConfigure;
-  node.onConfigure = function (...args) {
-    const result = onConfigure?.apply(this, args);
-    requestRedraw();
-    return result;
-  };
-  const onConnectionsChange = node.onConnectionsChange;
-  node.onConnectionsChange = function (...args) {
-    const result = onConnectionsChange?.apply(this, args);
-    requestRedraw();
-    return result;
-  };
+  // Loading a workflow sets widget values without callbacks; links decide which sampler gives cfg.
+  chainCallback(node, "onConfigure", requestRedraw);
+  chainCallback(node, "onConnectionsChange", requestRedraw);
   new ResizeObserver(requestRedraw).observe(canvas);
   // Grow the new node to hold the graph (a loaded workflow then applies its own saved size).
   const needed = node.computeSize();
@@ -308,16 +470,28 @@ function addScheduleGraph(node) {
   return widget;
 }
 
+/**
+ * Other nodes' widgets the graphs read (a KSampler's cfg and steps, an ExtraNegative's window…): their callbacks
+ * are chained when the node is created, before any renderer reads them (the Vue renderer keeps the callback it
+ * found when it mounted the node, so chaining later would go unseen there).
+ */
+function followWidgets(node) {
+  if (NODE_TYPES.has(node.type)) return;
+  for (const widget of node.widgets ?? []) {
+    if (FOLLOWED_WIDGETS.has(widget.name)) chainCallback(widget, "callback", () => redrawAll(node.graph));
+  }
+  if (node.type === EXTRA_NEGATIVE_TYPE) chainCallback(node, "onConnectionsChange", () => redrawAll(node.graph));
+}
+
 app.registerExtension({
   name: "comfyui-negative-guidance.ScheduleGraph",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!NODE_TYPES.has(nodeData.name)) return;
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function (...args) {
-      const result = onNodeCreated?.apply(this, args);
+    chainCallback(nodeType.prototype, "onNodeCreated", function () {
       addScheduleGraph(this);
-      return result;
-    };
+    });
+  },
+  nodeCreated(node) {
+    followWidgets(node);
   },
 });
-

@@ -62,7 +62,10 @@ class DynamicNegativeScale(io.ComfyNode):
                 io.Float.Input("p_max", default=defaults.p_max, min=0.5, max=0.999, step=0.01, round=0.001,
                                tooltip="p is clipped here, so s⁻ never exceeds λ·p_max/(1 - p_max)."),
             ],
-            outputs=[DynamicNegativeSettings.Output(display_name="dynamic")],
+            outputs=[DynamicNegativeSettings.Output(
+                display_name="dynamic",
+                tooltip="Connect to the 'dynamic' input of Negative Guidance, Negative Guidance Guider or Extra "
+                        "Negative.")],
         )
 
     @classmethod

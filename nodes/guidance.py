@@ -7,6 +7,7 @@ plain CFG with a blended unconditional prediction, so RescaleCFG-style patches k
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field, replace
 
@@ -58,18 +59,29 @@ class RunSchedule:
         return cache[cfg]
 
 
-def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor) -> schedule.ProgressMap:
+def host_copy(model_sampling):
+    """A CPU copy of the model's sampling object (a small module of buffers), made once per run, so that a table of
+    percent_to_sigma values costs no host–device synchronisation per point."""
+    return copy.deepcopy(model_sampling).to("cpu")
+
+
+def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor, host_sampling
+                     ) -> schedule.ProgressMap:
     if term.window_unit == "steps":
         return schedule.steps_progress_map(sigmas.tolist())
-    model_sampling = model_patcher.get_model_object("model_sampling")
     if term.window_unit == "timestep_percent":
-        return schedule.percent_progress_map(model_sampling.percent_to_sigma, term.window)
-    return schedule.sigma_progress_map(float(model_sampling.sigma_min), float(model_sampling.sigma_max))
+        model_sampling = model_patcher.get_model_object("model_sampling")
+        return schedule.percent_progress_map(model_sampling.percent_to_sigma, host_sampling.percent_to_sigma,
+                                             float(host_sampling.sigma_max), term.window)
+    return schedule.sigma_progress_map(float(host_sampling.sigma_min), float(host_sampling.sigma_max))
 
 
 def resolve_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor, sequential=False,
                 observer=None, dynamic=None) -> RunSchedule:
-    maps = tuple(progress_map_for(term, model_patcher, sigmas) for term in settings.terms)
+    host_sampling = None
+    if any(term.window_unit != "steps" for term in settings.terms):
+        host_sampling = host_copy(model_patcher.get_model_object("model_sampling"))
+    maps = tuple(progress_map_for(term, model_patcher, sigmas, host_sampling) for term in settings.terms)
     return RunSchedule(settings, maps, sequential, observer, dynamic)
 
 
@@ -210,16 +222,38 @@ class GuidancePlan:
         return {key: node_helpers.conditioning_set_values(value, {"prompt_type": "negative"})
                 for key, value in conds.items()}
 
+    def settings_problem(self, settings: schedule.GuidanceSettings, node: str) -> str | None:
+        """The first problem with the run's real settings, as the sentence validate_inputs would give, or None."""
+        window = settings.window
+        problem = schedule.validate(node, settings.cfg, settings.neg_scale, window.start, window.end,
+                                    settings.window_unit, window.ramp, window.ramp_width, empty_connected=None)
+        for term in settings.extra_negatives:
+            if problem:
+                break
+            if not term.scale >= 0:
+                problem = f"ExtraNegative: neg_scale must be 0 or more, got {term.scale}."
+            else:
+                problem = schedule.validate("ExtraNegative", None, term.scale, term.window.start, term.window.end,
+                                            term.window_unit, term.window.ramp, term.window.ramp_width, None)
+        return problem
+
     def begin_run(self, settings: schedule.GuidanceSettings, model_patcher, sigmas, node: str) -> RunSchedule:
-        """Resolve the run's schedule; stop with a clear message, before any model pass, if ∅ is needed but absent."""
+        """Resolve the run's schedule; stop with a clear message, before any model pass, if a setting is wrong
+        (values fed by links reach validate_inputs as None, so they are checked here with their real values) or if
+        ∅ is needed but absent."""
         if self.empty is None and self.dynamic:
             raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
                              "probability from eps(∅).")
+        problem = self.settings_problem(settings, node)
+        if problem:
+            raise ValueError(problem)
         if self.empty is None and settings.needs_empty():
+            # The sentence schedule.validate gives (and the graph shows), extended to the extra negatives.
             raise ValueError(
-                f"{node}: connect 'empty' (the empty prompt ∅): with cfg {settings.cfg} and neg_scale "
-                f"{settings.neg_scale} over this window (and any extra negatives) the formula uses eps(∅). Without "
-                "it only neg_scale = -1 (cfg - 1) over the whole run works.")
+                f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with cfg "
+                f"{schedule.format_number(settings.cfg)} and neg_scale {schedule.format_number(settings.neg_scale)} "
+                "over this window (and any extra negatives) the formula uses eps(∅). Only the ordinary negative "
+                "prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
         observer = self.trace.start_run(settings, sigmas) if self.trace is not None else None
         dynamic = None
         if self.dynamic:
@@ -289,8 +323,7 @@ class NegativeGuidancePatch:
         outer_sample = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
         if patched.get_wrappers(outer_sample, WRAPPER_KEY):
             log.info("%s: replacing an earlier NegativeGuidance patch on this model", self.node)
-        for wrapper_type in (outer_sample, comfy.patcher_extension.WrappersMP.PREDICT_NOISE):
-            patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+            patched.remove_wrappers_with_key(outer_sample, WRAPPER_KEY)
         patched.add_wrapper_with_key(outer_sample, WRAPPER_KEY, self.outer_sample)
         return patched
 

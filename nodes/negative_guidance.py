@@ -14,22 +14,29 @@ from . import schedule
 from .dynamic_nodes import DYNAMIC_TOOLTIP, DynamicNegativeSettings
 from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
 
-_UNCONNECTED = object()  # validate_inputs receives None for a connected input and nothing for an unconnected one
-
 EMPTY_TOOLTIP = ("The empty prompt ∅ (CLIPTextEncode with no text, or ConditioningZeroOut). Needed whenever the "
                  "formula uses eps(∅): any setting other than neg_scale = cfg - 1 over the whole run.")
-NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative pushes away. -1 follows cfg (s⁻ = cfg - 1), which is exactly "
-                     "ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅).")
+NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative prompt pushes away. -1 (any negative value) follows cfg: s⁻ = cfg - 1, "
+                     "exactly ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅). "
+                     "The arrows go from 0 straight to -1 and from -1 straight to 0.")
+
+
+def bounds(name: str, follows_cfg: bool = True) -> dict:
+    """min/max of a number input, from the bounds schedule.validate checks linked values against."""
+    low, high = schedule.input_bounds(name, follows_cfg)
+    return {"min": low, "max": high}
 
 
 def window_inputs() -> list:
     """neg_start … ramp_width, shared by both nodes in the same order."""
     return [
-        io.Float.Input("neg_start", default=0.0, min=0.0, max=1.0, step=0.01, round=0.0001,
-                       tooltip="Where the negative switches on, as a fraction of sampling (0 = first, noisiest "
-                               "step; in window_unit). For steps 5-15 of 30: 0.1667."),
-        io.Float.Input("neg_end", default=1.0, min=0.0, max=1.0, step=0.01, round=0.0001,
-                       tooltip="Where the negative switches off again (1 = to the end). For steps 5-15 of 30: 0.5."),
+        io.Float.Input("neg_start", default=0.0, **bounds("neg_start"), step=0.01, round=0.0001,
+                       tooltip="Where the negative switches on: the fraction of sampling done before it acts (in "
+                               "window_unit; 0 = from the first, noisiest step). Steps count from 1: to act on "
+                               "steps 6-15 of 30, neg_start = 5/30 = 0.1667 and neg_end = 15/30 = 0.5."),
+        io.Float.Input("neg_end", default=1.0, **bounds("neg_end"), step=0.01, round=0.0001,
+                       tooltip="Where the negative switches off again: the fraction of sampling done when it stops "
+                               "(1 = to the end). For steps 6-15 of 30: 15/30 = 0.5."),
         io.Combo.Input("window_unit", options=list(schedule.WINDOW_UNITS), default="steps",
                        tooltip="How neg_start/neg_end count. steps: fraction of this run's own steps. "
                                "timestep_percent: ComfyUI's percent, as ConditioningSetTimestepRange uses it. "
@@ -37,7 +44,7 @@ def window_inputs() -> list:
         io.Combo.Input("ramp", options=list(schedule.RAMPS), default="hard",
                        tooltip="How the negative fades in after neg_start and out before neg_end "
                                "(not at 0 or 1). hard: no fade."),
-        io.Float.Input("ramp_width", default=0.0, min=0.0, max=1.0, step=0.01, round=0.0001,
+        io.Float.Input("ramp_width", default=0.0, **bounds("ramp_width"), step=0.01, round=0.0001,
                        tooltip="Length of each fade, in the same unit as the window, inside the window. "
                                "Ignored with ramp = hard."),
     ]
@@ -56,13 +63,26 @@ def options_inputs() -> list:
                                      "nodes, chained)."),
         io.Combo.Input("evaluation", options=list(EVALUATIONS), default="batched", optional=True,
                        tooltip="batched: every prompt of a step in one model call (fastest). sequential: one call "
-                               "per prompt, for low VRAM; same result."),
+                               "per prompt, for low VRAM; equal to batched up to floating-point rounding."),
         io.Custom("NEGATIVE_GUIDANCE_TRACE").Input(
             "trace", optional=True,
-            tooltip="Optional: a NegativeGuidanceTrace handle. The sampler fills it with per-step numbers (scales, "
-                    "norms, ratio); plot it with NegativeGuidanceTracePlot after the sampler. Changes no pixel."),
+            tooltip="Optional: the handle of a Guidance Trace node. The sampler fills it with per-step numbers "
+                    "(scales, norms, ratio); plot it with Guidance Trace Plot after the sampler. Changes no pixel."),
         DynamicNegativeSettings.Input("dynamic", optional=True, tooltip=DYNAMIC_TOOLTIP),
     ]
+
+
+def check(node: str, *settings, follows_cfg: bool = True):
+    """Refuses the node's settings with the sentence schedule.validate gives, naming node and input.
+
+    Checked here, when the node runs, and not in validate_inputs: ComfyUI attaches a validate_inputs sentence to
+    every input that function takes (one mistake would show once per input, on inputs that are not wrong) and
+    stops checking those inputs' min/max itself; values arriving through links are only known here. ComfyUI checks
+    each widget's own bounds and options before anything runs, each once, on its input.
+    """
+    problem = schedule.validate(node, *settings, follows_cfg=follows_cfg)
+    if problem:
+        raise ValueError(problem)
 
 
 def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
@@ -76,8 +96,9 @@ def plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
     # A dynamic negative's settings carry scale 1: its coefficient is then its window weight, which
     # dynamic.DynamicRun multiplies by λ·p/(1 − p) per sample.
     terms = tuple(replace(entry[1], scale=1.0) if d is not None else entry[1] for entry, d in zip(extras, dynamics[1:]))
-    settings = schedule.GuidanceSettings(cfg, 1.0 if dynamic is not None else neg_scale,
-                                         window_from(neg_start, neg_end, ramp, ramp_width), window_unit, terms)
+    main_scale = 1.0 if dynamic is not None else schedule.resolved_neg_scale(neg_scale)
+    window = window_from(neg_start, neg_end, ramp, ramp_width)
+    settings = schedule.GuidanceSettings(cfg, main_scale, window, window_unit, terms)
     return GuidancePlan(settings, empty, tuple(entry[0] for entry in extras),
                         sequential=evaluation == "sequential", trace=trace,
                         dynamic=dynamics if any(d is not None for d in dynamics) else ())
@@ -90,31 +111,28 @@ class NegativeGuidance(io.ComfyNode):
             node_id="NegativeGuidance",
             display_name="Negative Guidance (patch)",
             category="advanced/guidance",
-            description=("Three-way negative guidance for the plain KSampler: eps = eps(∅) + cfg·(eps(y) - eps(∅)) "
-                         "- neg_scale·w(t)·(eps(ỹ) - eps(∅)). Keep positive = y, negative = ỹ and cfg = s⁺ on the "
-                         "KSampler; the defaults change nothing until you turn a knob."),
+            description=("Gives the negative prompt its own strength (neg_scale) and its own part of the run "
+                         "(neg_start to neg_end) on the ordinary KSampler. Keep positive, negative and cfg on the "
+                         "KSampler as usual; the defaults change nothing until you turn a knob. "
+                         "eps = eps(∅) + cfg·(eps(y) - eps(∅)) - neg_scale·w(t)·(eps(ỹ) - eps(∅))."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model to patch (from the checkpoint loader or other model "
+                                                "nodes); sample the patched one with KSampler."),
                 io.Conditioning.Input("empty", optional=True, tooltip=EMPTY_TOOLTIP),
-                io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, min=-1.0, max=100.0, step=0.1,
+                io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, **bounds("neg_scale"), step=0.1,
                                round=0.01, tooltip=NEG_SCALE_TOOLTIP),
                 *window_inputs(),
                 *options_inputs(),
             ],
-            outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler.")],
+            outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler (or "
+                                             "KSamplerAdvanced, SamplerCustom), whose cfg is s⁺.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, neg_scale=None, neg_start=None, neg_end=None, window_unit=None, ramp=None,
-                        ramp_width=None):
-        # Whether ∅ is needed depends on the KSampler's cfg, known only when sampling starts: checked there.
-        problem = schedule.validate("NegativeGuidance", None, neg_scale, neg_start, neg_end, window_unit, ramp,
-                                    ramp_width, empty_connected=None)
-        return problem or True
 
     @classmethod
     def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None,
                 extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
+        # Whether ∅ is needed depends on the KSampler's cfg, known only when sampling starts: checked there.
+        check("NegativeGuidance", None, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, None)
         # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then.
         plan = plan_from(1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
                          evaluation, trace, dynamic)
@@ -128,33 +146,30 @@ class NegativeGuidanceGuider(io.ComfyNode):
             node_id="NegativeGuidanceGuider",
             display_name="Negative Guidance Guider",
             category="sampling/custom_sampling/guiders",
-            description=("GUIDER for SamplerCustomAdvanced with independent scales for the positive (cfg) and "
-                         "the negative (neg_scale) and a window when the negative acts."),
+            description=("A guider for SamplerCustomAdvanced that gives the positive prompt (cfg) and the negative "
+                         "prompt (neg_scale) separate strengths, and the negative its own part of the run "
+                         "(neg_start to neg_end)."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model to sample."),
                 io.Conditioning.Input("positive", tooltip="The positive prompt y."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt ỹ."),
                 io.Conditioning.Input("empty", optional=True, tooltip=EMPTY_TOOLTIP),
-                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=8.0, **bounds("cfg"), step=0.1, round=0.01,
                                tooltip="s⁺, the usual CFG scale of the positive against ∅."),
-                io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, min=-1.0, max=100.0, step=0.1,
+                io.Float.Input("neg_scale", default=schedule.NEG_SCALE_FOLLOWS_CFG, **bounds("neg_scale"), step=0.1,
                                round=0.01, tooltip=NEG_SCALE_TOOLTIP),
                 *window_inputs(),
                 *options_inputs(),
             ],
-            outputs=[io.Guider.Output()],
+            outputs=[io.Guider.Output(tooltip="Connect to the guider input of SamplerCustomAdvanced.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, cfg=None, neg_scale=None, neg_start=None, neg_end=None, window_unit=None, ramp=None,
-                        ramp_width=None, empty=_UNCONNECTED):
-        problem = schedule.validate("NegativeGuidanceGuider", cfg, neg_scale, neg_start, neg_end, window_unit, ramp,
-                                    ramp_width, empty_connected=empty is not _UNCONNECTED)
-        return problem or True
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                 empty=None, extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
+        # With extra negatives, whether ∅ is needed depends on them too: sampling checks that (guidance.py).
+        check("NegativeGuidanceGuider", cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
+              None if extra_negatives else empty is not None)
         plan = plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
                          evaluation, trace, dynamic)
         guider = NegativeGuider(model, plan)
@@ -169,32 +184,27 @@ class ExtraNegative(io.ComfyNode):
             node_id="ExtraNegative",
             display_name="Extra Negative (for Negative Guidance)",
             category="advanced/guidance",
-            description=("One more negative prompt ỹᵢ with its own scale sᵢ and window wᵢ, added to NegativeGuidance "
-                         "or NegativeGuidanceGuider: eps -= sᵢ·wᵢ(t)·(eps(ỹᵢ) - eps(∅)). Chain several. "
-                         "Needs 'empty' connected on the main node."),
+            description=("One more negative prompt with its own strength and its own part of the run, for "
+                         "Negative Guidance (patch) or the Negative Guidance Guider: eps -= sᵢ·wᵢ(t)·(eps(ỹᵢ) - "
+                         "eps(∅)). Chain several. Needs 'empty' connected on the main node."),
             inputs=[
                 io.Conditioning.Input("negative", tooltip="This negative prompt ỹᵢ."),
-                io.Float.Input("neg_scale", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="sᵢ, how hard this negative pushes away. 0 switches it off."),
+                io.Float.Input("neg_scale", default=3.0, **bounds("neg_scale", follows_cfg=False), step=0.1,
+                               round=0.01, tooltip="sᵢ, how hard this negative pushes away. 0 switches it off."),
                 *window_inputs(),
                 ExtraNegatives.Input("extra_negatives", optional=True, tooltip="Earlier ExtraNegative nodes."),
                 DynamicNegativeSettings.Input("dynamic", optional=True, tooltip=DYNAMIC_TOOLTIP),
             ],
-            outputs=[ExtraNegatives.Output(display_name="extra_negatives")],
+            outputs=[ExtraNegatives.Output(display_name="extra_negatives",
+                                           tooltip="This negative and the earlier ones: connect to extra_negatives "
+                                                   "of a guidance node or of another Extra Negative.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, neg_scale=None, neg_start=None, neg_end=None, window_unit=None, ramp=None,
-                        ramp_width=None):
-        if neg_scale is not None and neg_scale < 0:
-            return f"ExtraNegative: neg_scale must be 0 or more, got {neg_scale}."
-        problem = schedule.validate("ExtraNegative", None, neg_scale, neg_start, neg_end, window_unit, ramp,
-                                    ramp_width, empty_connected=None)
-        return problem or True
 
     @classmethod
     def execute(cls, negative, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                 extra_negatives=None, dynamic=None) -> io.NodeOutput:
+        check("ExtraNegative", None, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, None,
+              follows_cfg=False)
         term = schedule.NegativeTerm(float(neg_scale), window_from(neg_start, neg_end, ramp, ramp_width), window_unit)
         entry = (negative, term) if dynamic is None else (negative, term, dynamic)
         return io.NodeOutput((*(extra_negatives or ()), entry))

@@ -1,4 +1,4 @@
-"""The r_t attention probe (the seed's equation 10, as Ban et al. 2024 measure it) for UNet models.
+"""The r_t attention probe (the ratio Ban et al. 2024 measure) for UNet models.
 
     r_t = Σ_k ‖F⁽ᵗ⁾_k,p₋(i)‖_F / Σ_k ‖F⁽ᵗ⁾_k,p₊(r(i))‖_F
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable, Sequence
 
@@ -25,6 +25,9 @@ RAMPS = ("hard", "linear", "smoothstep")
 # Window edges are compared with this slack so that a value rounded in the UI still means the step the user
 # counted: 0.167 is step 5 of 30 (5/30 = 0.16667), 0.5 excludes step 15 of 30.
 EDGE_TOLERANCE = 5e-4
+# timestep_percent has no slack: there an edge means exactly what it means to ConditioningSetTimestepRange (the
+# negative acts from sigma = percent_to_sigma(neg_start) down, so 0.1667 does not include the step at 1/6).
+EDGE_TOLERANCES = {"steps": EDGE_TOLERANCE, "timestep_percent": 0.0, "sigma": EDGE_TOLERANCE}
 
 # One notion of "zero" for every coefficient, the one ComfyUI's own CFG uses to skip the unconditional pass
 # (math.isclose(cfg, 1.0): relative tolerance 1e-9): a value is zero when it is within ZERO_RELATIVE_TOLERANCE of
@@ -68,30 +71,33 @@ class Window:
     end: float = 1.0
     ramp: str = "hard"
     ramp_width: float = 0.0
+    # The slack of every edge comparison: EDGE_TOLERANCE for units that count steps, 0 where the edges must agree
+    # exactly with ComfyUI's own comparisons (timestep_percent, as ConditioningSetTimestepRange).
+    edge_tolerance: float = EDGE_TOLERANCE
 
     @property
     def fades_in(self) -> bool:
-        return self.ramp != "hard" and self.ramp_width > 0.0 and self.start > EDGE_TOLERANCE
+        return self.ramp != "hard" and self.ramp_width > 0.0 and self.start > self.edge_tolerance
 
     @property
     def fades_out(self) -> bool:
-        return self.ramp != "hard" and self.ramp_width > 0.0 and self.end < 1.0 - EDGE_TOLERANCE
+        return self.ramp != "hard" and self.ramp_width > 0.0 and self.end < 1.0 - self.edge_tolerance
 
     @property
     def is_empty(self) -> bool:
-        return self.end - self.start <= EDGE_TOLERANCE / 2 or self.start >= 1.0 - EDGE_TOLERANCE / 2
+        return self.end - self.start <= self.edge_tolerance / 2 or self.start >= 1.0 - self.edge_tolerance / 2
 
     @property
     def is_full(self) -> bool:
         """True when w = 1 for every evaluation of every run."""
-        return self.start <= EDGE_TOLERANCE and self.end >= 1.0 - EDGE_TOLERANCE
+        return self.start <= self.edge_tolerance and self.end >= 1.0 - self.edge_tolerance
 
     def weight(self, progress: float) -> float:
         """w at progress p: 0 outside [start, end), 1 inside, fading over the ramps."""
         if self.is_empty:
             return 0.0
-        inside_start = self.start <= EDGE_TOLERANCE or progress >= self.start - EDGE_TOLERANCE
-        inside_end = self.end >= 1.0 - EDGE_TOLERANCE or progress < self.end - EDGE_TOLERANCE
+        inside_start = self.start <= self.edge_tolerance or progress >= self.start - self.edge_tolerance
+        inside_end = self.end >= 1.0 - self.edge_tolerance or progress < self.end - self.edge_tolerance
         if not (inside_start and inside_end):
             return 0.0
         weight = 1.0
@@ -102,11 +108,11 @@ class Window:
         return weight
 
     def _fade(self, distance_inside: float) -> float:
-        """The ramp at a distance from the window's edge; within EDGE_TOLERANCE of either end of the ramp it is
+        """The ramp at a distance from the window's edge; within the edge tolerance of either end of the ramp it is
         exactly 0 or 1, so that a rounded neg_start (0.1667 for 5/30) leaves whole steps fully on or off."""
-        if distance_inside <= EDGE_TOLERANCE:
+        if distance_inside <= self.edge_tolerance:
             return 0.0
-        if distance_inside >= self.ramp_width - EDGE_TOLERANCE:
+        if distance_inside >= self.ramp_width - self.edge_tolerance:
             return 1.0
         return ramp_shape(self.ramp, distance_inside / self.ramp_width)
 
@@ -118,6 +124,12 @@ class NegativeTerm:
     scale: float
     window: Window
     window_unit: str = "steps"
+
+    def __post_init__(self):
+        # The unit decides how exactly the edges are compared (see EDGE_TOLERANCES).
+        tolerance = EDGE_TOLERANCES.get(self.window_unit, EDGE_TOLERANCE)
+        if self.window.edge_tolerance != tolerance:
+            object.__setattr__(self, "window", replace(self.window, edge_tolerance=tolerance))
 
 
 @dataclass(frozen=True)
@@ -255,11 +267,12 @@ class StepCoefficients:
 
 
 class ProgressMap:
-    """A monotone, piecewise-linear map between progress p (rising) and sigma (falling)."""
+    """A monotone, piecewise-linear map between progress p (rising) and sigma (falling); a single point is a
+    constant map."""
 
     def __init__(self, progress: Sequence[float], sigmas: Sequence[float]):
-        if len(progress) != len(sigmas) or len(progress) < 2:
-            raise ValueError("a progress map needs at least two matching points")
+        if len(progress) != len(sigmas) or not progress:
+            raise ValueError("a progress map needs matching points")
         # Sorted by rising progress, i.e. falling sigma; bisect works on the negated sigmas (rising).
         self._progress = [float(p) for p in progress]
         self._negated_sigmas = [-float(s) for s in sigmas]
@@ -277,7 +290,11 @@ class ProgressMap:
         if hi == lo:
             return self._progress[i]
         fraction = (key - lo) / (hi - lo)
-        return self._progress[i] + fraction * (self._progress[i + 1] - self._progress[i])
+        below, above = self._progress[i], self._progress[i + 1]
+        value = below + fraction * (above - below)
+        # A sigma above the next point lies strictly before it, even where rounding would land on it: an edge that
+        # is a point of the map is then decided exactly as ComfyUI compares sigmas (sigma <= percent_to_sigma(p)).
+        return min(value, math.nextafter(above, -math.inf)) if above > below else value
 
 
 def steps_progress_map(run_sigmas: Sequence[float]) -> ProgressMap:
@@ -288,7 +305,8 @@ def steps_progress_map(run_sigmas: Sequence[float]) -> ProgressMap:
     sigmas = [float(s) for s in run_sigmas]
     steps = len(sigmas) - 1
     if steps < 1:
-        raise ValueError("a run needs at least one step")
+        # A single sigma (SplitSigmas at the last step): no step is sampled, as in ComfyUI; one point at p = 0.
+        return ProgressMap([0.0] * len(sigmas), sigmas)
     return ProgressMap([i / steps for i in range(steps + 1)], sigmas)
 
 
@@ -297,59 +315,107 @@ def sigma_progress_map(sigma_min: float, sigma_max: float) -> ProgressMap:
     return ProgressMap([0.0, 1.0], [sigma_max, sigma_min])
 
 
-def percent_progress_map(percent_to_sigma: Callable[[float], float], window: Window, points: int = 256) -> ProgressMap:
+def percent_progress_map(edge_sigma: Callable[[float], float], grid_sigma: Callable[[float], float],
+                         sigma_max: float, window: Window, points: int = 256) -> ProgressMap:
     """ComfyUI's timestep percent (as ConditioningSetTimestepRange uses it), tabulated once per run.
 
-    The window's edges and ramp ends are exact nodes of the table, so membership is decided at exactly the
-    sigmas `model_sampling.percent_to_sigma` gives for them.
+    `edge_sigma` is the model's own `percent_to_sigma`, called only for the window's edges and ramp ends, which
+    become exact points of the table: an evaluation is inside from neg_start exactly when
+    sigma <= percent_to_sigma(neg_start), ConditioningSetTimestepRange's own test. `grid_sigma` gives the same
+    map from host values (a CPU copy of the model's sampling) for the points in between, which only place
+    evaluations within a ramp. p = 0 is at sigma_max, the limit of percent_to_sigma at 0 (percent_to_sigma(0)
+    itself is a sentinel, 999999999.9, that would pull step 0 to p ≈ 1/points).
     """
-    grid = {i / points for i in range(points + 1)}
+    edges = {0.0: float(sigma_max), 1.0: 0.0}
     for edge in (window.start, window.end, window.start + window.ramp_width, window.end - window.ramp_width):
-        if 0.0 <= edge <= 1.0:
-            grid.add(edge)
-    progress = sorted(grid)
-    sigmas = [float(percent_to_sigma(p)) for p in progress]
-    return ProgressMap(progress, sigmas)
+        if 0.0 < edge < 1.0:
+            edges[edge] = float(edge_sigma(edge))
+    edge_progress = sorted(edges)
+    table = dict(edges)
+    for i in range(1, points):
+        p = i / points
+        if p in table:
+            continue
+        sigma = float(grid_sigma(p))
+        # Keep a host value only where it lies strictly between the exact values of the edges around it.
+        after = bisect.bisect_right(edge_progress, p)
+        if edges[edge_progress[after]] < sigma < edges[edge_progress[after - 1]]:
+            table[p] = sigma
+    progress = sorted(table)
+    return ProgressMap(progress, [table[p] for p in progress])
 
 
 def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-             empty_connected: bool | None) -> str | None:
+             empty_connected: bool | None, *, follows_cfg: bool = True) -> str | None:
     """The first problem with a node's inputs as a sentence naming the node and the input, or None.
 
-    Any value may be None: an input fed by a link is not known before the graph runs, and is not checked.
-    `empty_connected` None means unknown too.
+    Any value may be None (not known here) and is then not checked; `empty_connected` None means unknown too.
+    `follows_cfg` False for ExtraNegative, whose neg_scale has no "follow cfg" meaning and starts at 0.
+    js/schedule.js `validationProblem` gives the same sentences (tests/vectors/validation_vectors.json).
     """
-    for name, value in (("cfg", cfg), ("neg_scale", neg_scale), ("neg_start", neg_start),
-                        ("neg_end", neg_end), ("ramp_width", ramp_width)):
+    values = (("cfg", cfg), ("neg_scale", neg_scale), ("neg_start", neg_start), ("neg_end", neg_end),
+              ("ramp_width", ramp_width))
+    for name, value in values:
         if value is not None and not math.isfinite(value):
-            return f"{node}: {name} must be a finite number, got {value}."
-    if cfg is not None and cfg < 0:
-        return f"{node}: cfg must not be negative, got {cfg}."
-    if neg_scale is not None and neg_scale < 0 and neg_scale != NEG_SCALE_FOLLOWS_CFG:
-        return f"{node}: neg_scale must be 0 or more, or exactly -1 to follow cfg (cfg - 1), got {neg_scale}."
-    for name, value in (("neg_start", neg_start), ("neg_end", neg_end)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            return f"{node}: {name} must lie between 0 and 1 (a fraction of sampling), got {value}."
-    if neg_start is not None and neg_end is not None and neg_start > neg_end:
-        return (f"{node}: neg_start ({neg_start}) must not be greater than neg_end ({neg_end}); "
-                "the negative acts from neg_start to neg_end.")
+            return f"{node}: {name} must be a finite number."
+    for name, value in values:
+        low, high = input_bounds(name, follows_cfg)
+        if value is not None and not low <= value <= high:
+            return f"{node}: {name} must lie between {format_number(low)} and {format_number(high)}" \
+                   f"{BOUND_NOTES[name] if follows_cfg or name != 'neg_scale' else ''}, got {format_number(value)}."
     if window_unit is not None and window_unit not in WINDOW_UNITS:
         return f"{node}: window_unit must be one of {', '.join(WINDOW_UNITS)}, got '{window_unit}'."
     if ramp is not None and ramp not in RAMPS:
         return f"{node}: ramp must be one of {', '.join(RAMPS)}, got '{ramp}'."
-    if ramp_width is not None and not 0.0 <= ramp_width <= 1.0:
-        return f"{node}: ramp_width must lie between 0 and 1, got {ramp_width}."
+    if neg_start is not None and neg_end is not None and neg_start > neg_end:
+        return (f"{node}: neg_start ({format_number(neg_start)}) must not be greater than neg_end "
+                f"({format_number(neg_end)}); the negative acts from neg_start to neg_end.")
     if None in (neg_start, neg_end, ramp, ramp_width):
         return None
-    window = Window(neg_start, neg_end, ramp, ramp_width)
+    # The edges compared as sampling will compare them: exactly for timestep_percent (EDGE_TOLERANCES).
+    window = Window(neg_start, neg_end, ramp, ramp_width, EDGE_TOLERANCES.get(window_unit, EDGE_TOLERANCE))
     fades = int(window.fades_in) + int(window.fades_out)
     if fades and fades * ramp_width > (neg_end - neg_start) + EDGE_TOLERANCE:
-        return (f"{node}: ramp_width ({ramp_width}) is too wide for the window {neg_start}-{neg_end}: "
-                f"its {fades} ramp(s) need {fades * ramp_width:.4g} of it. Narrow the ramp or widen the window.")
+        return (f"{node}: ramp_width ({format_number(ramp_width)}) is too wide for the window "
+                f"{format_number(neg_start)}-{format_number(neg_end)}: its {fades} ramp(s) need "
+                f"{format_number(fades * ramp_width)} of it. Narrow the ramp or widen the window.")
     if empty_connected is False and None not in (cfg, neg_scale):
-        settings = GuidanceSettings(cfg, neg_scale, window)
+        settings = GuidanceSettings(cfg, resolved_neg_scale(neg_scale), window, window_unit or "steps")
         if settings.needs_empty():
             return (f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with "
-                    f"cfg {cfg} and neg_scale {neg_scale} over this window the formula uses eps(∅). Only the "
-                    "ordinary negative prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
+                    f"cfg {format_number(cfg)} and neg_scale {format_number(neg_scale)} over this window the "
+                    "formula uses eps(∅). Only the ordinary negative prompt (neg_scale = cfg - 1, or -1, over the "
+                    "whole run) works without it.")
     return None
+
+
+# The schema bounds of the nodes' number inputs (nodes/negative_guidance.py declares them from here). ComfyUI
+# checks them for widget values; validate() checks them again for values that arrive through links.
+BOUNDS = {"cfg": (0.0, 100.0), "neg_scale": (-1.0, 100.0), "neg_start": (0.0, 1.0), "neg_end": (0.0, 1.0),
+          "ramp_width": (0.0, 1.0)}
+BOUND_NOTES = {"cfg": "", "neg_scale": " (any negative value follows cfg)", "neg_start": " (a fraction of sampling)",
+               "neg_end": " (a fraction of sampling)", "ramp_width": ""}
+
+
+def input_bounds(name: str, follows_cfg: bool = True) -> tuple:
+    """(min, max) of a number input; ExtraNegative's neg_scale starts at 0."""
+    low, high = BOUNDS[name]
+    return (0.0, high) if name == "neg_scale" and not follows_cfg else (low, high)
+
+
+def follows_cfg_value(neg_scale: float) -> bool:
+    """Any negative neg_scale means "follow cfg" (s⁻ = s⁺ − 1): the widget's arrows step from 0 to −0.1, and
+    from −1 to −0.9, and each must keep a meaning the node accepts. −1 is the value saved workflows hold."""
+    return neg_scale < 0
+
+
+def resolved_neg_scale(neg_scale: float) -> float:
+    """neg_scale as GuidanceSettings reads it: NEG_SCALE_FOLLOWS_CFG for every negative value."""
+    return NEG_SCALE_FOLLOWS_CFG if follows_cfg_value(neg_scale) else float(neg_scale)
+
+
+def format_number(value: float) -> str:
+    """A number in a message, written as js/schedule.js `formatNumber` writes it (shortest form, 4 decimals)."""
+    rounded = round(float(value), 4) + 0.0  # + 0.0: no "-0"
+    text = repr(rounded)
+    return text[:-2] if text.endswith(".0") else text

@@ -28,7 +28,9 @@ ProbeHandle = io.Custom("NEGATIVE_GUIDANCE_PROBE")
 
 LATENT_TOOLTIP = ("The sampler's output LATENT. Connect it so that this node runs after sampling has filled the "
                   "handle; it is passed through unchanged.")
+LATENT_OUT_TOOLTIP = "The sampler's LATENT, unchanged: decode or save it after the plot."
 X_AXES = ("step", "sigma")
+MAP_SIZE_BOUNDS = (1, 256)  # the probe's map side: 64 in the authors' setup; larger only costs memory
 
 
 class NegativeGuidanceTrace(io.ComfyNode):
@@ -36,12 +38,15 @@ class NegativeGuidanceTrace(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceTrace",
-            display_name="Negative Guidance Trace",
+            display_name="Guidance Trace (for Negative Guidance)",
             category="advanced/guidance/inspect",
-            description=("A recorder for one guidance run. Connect it to the 'trace' input of NegativeGuidance or "
-                         "NegativeGuidanceGuider and to NegativeGuidanceTracePlot. Recording changes no pixel."),
+            description=("Records what the negative guidance does at each step of a run: its strengths, the model "
+                         "passes, how strongly the negative pulled. Connect it to the 'trace' input of a guidance "
+                         "node and to Guidance Trace Plot. Recording changes no pixel."),
             inputs=[],
-            outputs=[TraceHandle.Output(display_name="trace")],
+            outputs=[TraceHandle.Output(display_name="trace",
+                                        tooltip="Connect to the 'trace' input of a guidance node and to Guidance "
+                                                "Trace Plot.")],
         )
 
     @classmethod
@@ -54,11 +59,12 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceTracePlot",
-            display_name="Negative Guidance Trace Plot",
+            display_name="Guidance Trace Plot (for Negative Guidance)",
             category="advanced/guidance/inspect",
-            description=("Plots the last run a NegativeGuidanceTrace recorded: s⁺ and s⁻·w(t), the passes, "
-                         "‖eps(y)−eps(∅)‖, ‖eps(ỹ)−eps(∅)‖, their cosine and the negative/positive term ratio per "
-                         "evaluation; also as JSON."),
+            description=("Plots, step by step, what the negative guidance did in the run the trace recorded: the "
+                         "strengths s⁺ and s⁻·w(t), the model passes, how far the positive and the negative pulled "
+                         "(‖eps(y)−eps(∅)‖, ‖eps(ỹ)−eps(∅)‖, their cosine) and the negative/positive ratio; "
+                         "also as JSON."),
             inputs=[
                 TraceHandle.Input("trace", tooltip="The NegativeGuidanceTrace handle wired to the guidance node."),
                 io.Latent.Input("latent", tooltip=LATENT_TOOLTIP),
@@ -66,13 +72,16 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
                                tooltip="step: the sampler's steps (second-order samplers' extra evaluations sit "
                                        "between steps). sigma: the noise level, log scale, noisy on the left."),
             ],
-            outputs=[io.Image.Output(display_name="plot"), io.String.Output(display_name="json"),
-                     io.Latent.Output(display_name="latent")],
+            outputs=[io.Image.Output(display_name="plot", tooltip="The plot as an image (also shown on the node)."),
+                     io.String.Output(display_name="json", tooltip="The recorded numbers, per evaluation, as JSON."),
+                     io.Latent.Output(display_name="latent", tooltip=LATENT_OUT_TOOLTIP)],
             is_output_node=True,
         )
 
     @classmethod
     def validate_inputs(cls, x_axis=None):
+        # ComfyUI 0.3.75 does not check a V3 combo's value itself. One input only: ComfyUI shows the sentence once
+        # per input this function takes.
         if x_axis is not None and x_axis not in X_AXES:
             return f"NegativeGuidanceTracePlot: x_axis must be one of {', '.join(X_AXES)}, got '{x_axis}'."
         return True
@@ -97,12 +106,14 @@ class NegativeGuidanceProbe(io.ComfyNode):
             node_id="NegativeGuidanceProbe",
             display_name="Negative Prompt Attention Probe (r_t)",
             category="advanced/guidance/inspect",
-            description=("Measures r_t (Ban et al. 2024, the seed's eq. 10): per step, the summed Frobenius norms of "
-                         "the negative word's cross-attention maps (negative branch) over the positive word's "
-                         "(positive branch). UNet models (SD1.x, SD2.x, SDXL). Sample the MODEL it returns; the "
-                         "probe only reads attention and changes no pixel."),
+            description=("Measures, at each step, how much attention the model pays to a word of the negative "
+                         "prompt compared with the positive-prompt word it relates to (r_t of Ban et al. 2024: the "
+                         "summed Frobenius norms of the words' cross-attention maps). For UNet models (SD1.x, "
+                         "SD2.x, SDXL). Sample the MODEL it returns; the probe only reads attention and changes no "
+                         "pixel."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The UNet model to sample (SD1.x, SD2.x, SDXL), with any other "
+                                                "model nodes before this one."),
                 io.Clip.Input("clip", tooltip="The CLIP that encodes the prompts: its tokenizer maps the words to "
                                               "token positions."),
                 io.String.Input("positive_text", multiline=True, default="",
@@ -113,25 +124,24 @@ class NegativeGuidanceProbe(io.ComfyNode):
                                 tooltip="The positive-prompt word the negative word relates to most (e.g. 'woman')."),
                 io.String.Input("negative_word", default="",
                                 tooltip="The negative-prompt word to follow (e.g. 'glasses')."),
-                io.Int.Input("map_size", default=64, min=1, max=256,
+                io.Int.Input("map_size", default=64, min=MAP_SIZE_BOUNDS[0], max=MAP_SIZE_BOUNDS[1],
                              tooltip="Maps are upsampled to this side before their Frobenius norm (64 as Ban et al.)."),
                 io.Combo.Input("layers", options=list(probe_lib.LAYER_RULES), default="non_middle",
                                tooltip="non_middle: every cross-attention layer of the input and output blocks (the "
                                        "authors' 15 layers on SD1.x at 512²). all: the middle block too."),
             ],
             outputs=[io.Model.Output(tooltip="The model with the probe; sample this one."),
-                     ProbeHandle.Output(display_name="probe")],
+                     ProbeHandle.Output(display_name="probe",
+                                        tooltip="Connect to Negative Prompt Attention Probe Plot.")],
         )
 
     @classmethod
-    def validate_inputs(cls, positive_word=None, negative_word=None, layers=None, map_size=None):
-        for name, value in (("positive_word", positive_word), ("negative_word", negative_word)):
-            if value is not None and not value.strip():
-                return f"NegativeGuidanceProbe: {name} is empty; give a word of the prompt."
+    def validate_inputs(cls, layers=None):
+        # Only `layers` (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI shows the sentence once per input
+        # this function takes, and checks min/max (map_size) only of inputs it does not take. Empty or unknown words
+        # are refused when the node runs (probe.find_word), naming the input.
         if layers is not None and layers not in probe_lib.LAYER_RULES:
             return f"NegativeGuidanceProbe: layers must be one of {', '.join(probe_lib.LAYER_RULES)}, got '{layers}'."
-        if map_size is not None and map_size < 1:
-            return f"NegativeGuidanceProbe: map_size must be at least 1, got {map_size}."
         return True
 
     @classmethod
@@ -146,6 +156,10 @@ def make_probe(model, clip, positive_text, negative_text, positive_word, negativ
                layers="non_middle", keep_maps=False):
     """(a clone of `model` with the probe's attn2 patch and run wrapper, the AttentionProbe)."""
     node = "NegativeGuidanceProbe"
+    # ComfyUI checks the schema's bounds only on widget values: a map_size that arrived by link is checked here.
+    if not MAP_SIZE_BOUNDS[0] <= map_size <= MAP_SIZE_BOUNDS[1]:
+        raise ValueError(f"{node}: map_size must lie between {MAP_SIZE_BOUNDS[0]} and {MAP_SIZE_BOUNDS[1]}, "
+                         f"got {map_size}.")
     diffusion_model = model.get_model_object("diffusion_model")
     if not probe_lib.is_unet(diffusion_model):
         raise ValueError(f"{node}: the r_t probe reads a UNet's cross-attention (SD1.x, SD2.x, SDXL); this model "
@@ -172,13 +186,15 @@ class NegativeGuidanceProbePlot(io.ComfyNode):
             node_id="NegativeGuidanceProbePlot",
             display_name="Negative Prompt Attention Probe Plot",
             category="advanced/guidance/inspect",
-            description="Plots r_t per step (plain and word-restricted) from the last run the probe saw; also as JSON.",
+            description=("Plots, per step, how much attention the negative word drew compared with the positive "
+                         "word (r_t, plain and word-restricted) in the run the probe saw; also as JSON."),
             inputs=[
                 ProbeHandle.Input("probe", tooltip="The probe handle from NegativeGuidanceProbe."),
                 io.Latent.Input("latent", tooltip=LATENT_TOOLTIP),
             ],
-            outputs=[io.Image.Output(display_name="plot"), io.String.Output(display_name="json"),
-                     io.Latent.Output(display_name="latent")],
+            outputs=[io.Image.Output(display_name="plot", tooltip="The plot as an image (also shown on the node)."),
+                     io.String.Output(display_name="json", tooltip="r_t per step, as JSON."),
+                     io.Latent.Output(display_name="latent", tooltip=LATENT_OUT_TOOLTIP)],
             is_output_node=True,
         )
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(PACK_ROOT / "tests"))
 from e2e.comfy_server import ComfyServer, api_twin, with_tiny_models  # noqa: E402
 from support import load_pure_module  # noqa: E402
 
-WORKFLOW = PACK_ROOT / "workflows" / "01_sd15_ksampler_delayed_negative.json"
+WORKFLOW = PACK_ROOT / "workflows" / "01 Delayed negative.json"
 OUT_DIR = PACK_ROOT / "out" / "demo"
 
 

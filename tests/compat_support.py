@@ -2,7 +2,7 @@
 built from ComfyUI's own classes with random weights, and an independent reference for three-way guidance.
 
 The reference is ComfyUI's stock KSampler with a `sampler_calc_cond_batch_function` that evaluates y, ỹ and ∅
-itself and returns [eps(y), u*] with u* = e + α(n − e), α = s⁻·w / (s⁺ − 1) (DESIGN-NOTES, equation 8 as CFG):
+itself and returns [eps(y), u*] with u* = e + α(n − e), α = s⁻·w / (s⁺ − 1) (the three-way formula written as CFG):
 stock `cfg_function` then does the combination, so RescaleCFG, CFGZeroStar, PAG and any other CFG patch receive
 exactly what the pack promises them (cond = y's prediction, uncond = u*, cond_scale = s⁺), with none of the pack's
 code in the loop.
@@ -19,7 +19,8 @@ def step_of(sigma: float, run_sigmas: list) -> int:
 
 
 def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step, total: 1.0):
-    """Stock KSampler(positive, negative, cfg) on the returned model gives eq. 8 for s⁺ = cfg ≠ 1."""
+    """Stock KSampler(positive, negative, cfg) or CFGGuider on the returned model gives the three-way formula for
+    s⁺ = cfg ≠ 1."""
     import comfy.sampler_helpers
     import comfy.samplers
 
@@ -71,11 +72,14 @@ def build_tiny_flux():
     import torch
     import comfy.model_patcher
     import comfy.supported_models
+    from comfy.ldm.flux.model import FluxParams
 
     dit_config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 64,
                   "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
                   "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2,
                   "qkv_bias": True, "guidance_embed": False}
+    if "txt_ids_dims" in FluxParams.__dataclass_fields__:
+        dit_config["txt_ids_dims"] = []  # newer ComfyUI (0.33.0): what its model detection sets for plain Flux
     config = comfy.supported_models.FluxSchnell(dit_config)
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({}, "", device=torch.device("cpu"))

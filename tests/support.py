@@ -221,6 +221,7 @@ RELATIVE_TOLERANCE = 1e-5
 
 def relative_error(ours, reference) -> float:
     """max|ours − reference| / max|reference|."""
+    ours, reference = ours.detach(), reference.detach()  # some samplers hand back tensors that require grad
     scale = float(reference.abs().max())
     return float((ours - reference).abs().max()) / (scale if scale > 0 else 1.0)
 

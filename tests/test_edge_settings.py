@@ -1,8 +1,10 @@
-"""Settings at the edges of what the nodes accept, on the real host: coefficients within the zero tolerance, and
-runs with a single sigma (nothing to sample).
+"""Settings at the edges of what the nodes accept, on the real host: coefficients within the zero tolerance, runs
+with a single sigma (nothing to sample), and wrong values that arrive through links.
 
 Conditioning indices in pass counts: 0 = positive y, 1 = negative ỹ, 2 = empty ∅.
 """
+
+import re
 
 import pytest
 import torch
@@ -61,3 +63,76 @@ def test_defaults_near_cfg_one_follow_comfyuis_test(host, cfg):
                     latent=host.latent)
     assert torch.equal(ours, stock)
     assert [e.batch for e in our_passes.evaluations] == [e.batch for e in stock_passes.evaluations]
+
+
+# ---- a run with a single sigma: nothing to sample, as in ComfyUI ----
+
+def single_sigma(host):
+    """SplitSigmas at the last step: its second output holds the final sigma alone."""
+    from comfy_extras import nodes_custom_sampler as custom
+
+    sigmas = ksampler_sigmas(host.model, "euler", STEPS)
+    return custom.SplitSigmas.execute(sigmas, STEPS).result[1]
+
+
+def noised_latent(host):
+    return {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
+
+
+@pytest.mark.parametrize("route", ["guider", "patch"])
+def test_split_sigmas_at_the_last_step(host, route):
+    from comfy_extras import nodes_custom_sampler as custom
+
+    sigmas = single_sigma(host)
+    assert sigmas.shape == (1,)
+    latent = noised_latent(host)
+    stock = custom_advanced(custom.CFGGuider.execute(host.model, host.positive, host.negative, 6.0).result[0],
+                            "euler", sigmas, latent)
+    passes = PassCounter()
+    if route == "guider":
+        ours_guider = guider(host, passes.counting(host.model), 6.0, 3.0, empty=host.empty)
+    else:
+        ours_guider = custom.CFGGuider.execute(patch(passes.counting(host.model), 3.0, empty=host.empty),
+                                               host.positive, host.negative, 6.0).result[0]
+    ours = custom_advanced(ours_guider, "euler", sigmas, latent)
+    assert torch.equal(ours, stock)
+    assert passes.evaluations == []
+
+
+def test_ksampler_advanced_with_start_equal_to_end(host):
+    import nodes
+
+    latent = noised_latent(host)
+    results = []
+    for model in (host.model, patch(host.model, 3.0, empty=host.empty)):
+        results.append(nodes.KSamplerAdvanced().sample(model, "enable", 1, STEPS, 6.0, "euler", "normal",
+                                                       host.positive, host.negative, latent, STEPS, STEPS,
+                                                       "disable")[0]["samples"])
+    assert torch.equal(results[1], results[0])
+
+
+# ---- values that reach the node through links are checked when sampling starts ----
+
+@pytest.mark.parametrize("route", ["patch", "guider"])
+@pytest.mark.parametrize("settings, message", [
+    ({"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end (0.2)"),
+    ({"neg_scale": -2.0}, "neg_scale must lie between -1 and 100"),  # any value in [-1, 0) follows cfg
+    ({"ramp": "linear", "ramp_width": 0.6, "neg_start": 0.2, "neg_end": 0.8}, "too wide"),
+])
+def test_linked_values_are_checked_when_sampling_starts(host, route, settings, message):
+    """validate_inputs sees None for a linked input; execute gets the value, and sampling stops on it, before any
+    model call, with the sentence validate_inputs would have given."""
+    values = {"neg_scale": 2.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps", "ramp": "hard",
+              "ramp_width": 0.0, **settings}
+    passes = PassCounter()
+    model = passes.counting(host.model)
+    node = "NegativeGuidance" if route == "patch" else "NegativeGuidanceGuider"
+    with pytest.raises(ValueError, match=rf"^{node}: .*{re.escape(message)}"):
+        if route == "patch":
+            patched = node_classes().NegativeGuidance.execute(model, empty=host.empty, **values).result[0]
+            ksampler(patched, host.positive, host.negative, 6.0, "euler", STEPS, latent=host.latent)
+        else:
+            guide = node_classes().NegativeGuidanceGuider.execute(model, host.positive, host.negative, 6.0,
+                                                                  empty=host.empty, **values).result[0]
+            custom_advanced(guide, "euler", ksampler_sigmas(host.model, "euler", STEPS), host.latent)
+    assert passes.evaluations == []

@@ -5,6 +5,7 @@ Conditioning indices in pass counts: 0 = positive y, 1 = negative ỹ, 2 = empty
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -17,10 +18,19 @@ CFG = 6.0
 STEPS = 8
 
 
-def assert_same_samples(ours, reference):
-    # Both routes run the same float32 arithmetic in a different order and batch layout.
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
-    assert ours.abs().max() > 1.0  # the comparison is between real, non-trivial samples
+@pytest.fixture(scope="module")
+def stock_run(host):
+    """The stock KSampler(positive, negative, cfg) on the plain model, once per (sampler, cfg, steps): what a test
+    checks its feature moved the samples away from."""
+    runs = {}
+
+    def run(sampler, cfg=CFG, steps=STEPS):
+        if (sampler, cfg, steps) not in runs:
+            runs[sampler, cfg, steps] = ksampler(host.model, host.positive, host.negative, cfg, sampler, steps,
+                                                 latent=host.latent)
+        return runs[sampler, cfg, steps]
+
+    return run
 
 
 def node_classes():
@@ -63,13 +73,14 @@ def test_defaults_equal_stock_ksampler(host, sampler, connect_empty):
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("settings", [{"neg_scale": 0.0}, {"start": 0.5, "end": 0.5}, {"start": 1.0, "end": 1.0}],
                          ids=["neg_scale_0", "empty_window", "window_at_end"])
-def test_negative_off_equals_cfg_against_empty(host, sampler, settings):
+def test_negative_off_equals_cfg_against_empty(host, stock_run, sampler, settings):
     stock_passes, our_passes = PassCounter(), PassCounter()
     stock = ksampler(stock_passes.counting(host.model), host.positive, host.empty, CFG, sampler, STEPS,
                      latent=host.latent)
     patched = patch(our_passes.counting(host.model), empty=host.empty, **settings)
     ours = ksampler(patched, host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent)
-    assert_same_samples(ours, stock)
+    assert torch.equal(ours, stock)  # ∅ stands where stock's negative stands: the same arithmetic
+    support.assert_changed(stock, stock_run(sampler))  # a patch ignoring the setting would give this
     assert_one_forward_per_evaluation(our_passes, stock_passes)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0, 2)}  # ỹ drops out
 
@@ -80,7 +91,7 @@ def test_cfg_one_and_negative_off_is_one_pass(host):
                      latent=host.latent)
     ours = ksampler(patch(our_passes.counting(host.model), neg_scale=0.0), host.positive, host.negative, 1.0,
                     "euler", STEPS, latent=host.latent)
-    assert_same_samples(ours, stock)
+    assert torch.equal(ours, stock)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0,)}
     assert_one_forward_per_evaluation(our_passes, stock_passes)
 
@@ -89,7 +100,7 @@ def test_cfg_one_and_negative_off_is_one_pass(host):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("cfg, neg_scale", [(6.0, 2.0), (3.0, 7.5), (1.0, 3.0)])
-def test_guider_equals_dual_cfg_guider(host, sampler, cfg, neg_scale):
+def test_guider_equals_dual_cfg_guider(host, stock_run, sampler, cfg, neg_scale):
     from comfy_extras import nodes_custom_sampler as custom
 
     dual_passes, our_passes = PassCounter(), PassCounter()
@@ -99,7 +110,8 @@ def test_guider_equals_dual_cfg_guider(host, sampler, cfg, neg_scale):
     reference = custom_advanced(dual, sampler, sigmas, host.latent)
     ours = custom_advanced(guider(host, our_passes.counting(host.model), cfg, neg_scale, empty=host.empty),
                            sampler, sigmas, host.latent)
-    assert_same_samples(ours, reference)
+    support.assert_close_to_scale(ours, reference)
+    support.assert_changed(reference, stock_run(sampler, cfg))  # three-way is not the ordinary negative
     assert_one_forward_per_evaluation(our_passes, dual_passes)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0, 1, 2)}
 
@@ -114,14 +126,15 @@ def test_guider_equals_dual_cfg_guider(host, sampler, cfg, neg_scale):
     {"neg_scale": 3.0, "start": 0.3, "end": 0.8, "unit": "timestep_percent", "ramp": "smoothstep", "width": 0.2},
     {"neg_scale": 3.0, "start": 0.0, "end": 0.6, "unit": "sigma"},
 ], ids=["three_way", "window", "linear_ramp", "percent_smoothstep", "sigma_unit"])
-def test_patch_equals_guider(host, sampler, settings):
+def test_patch_equals_guider(host, stock_run, sampler, settings):
     patch_passes, guider_passes = PassCounter(), PassCounter()
     via_patch = ksampler(patch(patch_passes.counting(host.model), empty=host.empty, **settings), host.positive,
                          host.negative, CFG, sampler, STEPS, latent=host.latent)
     sigmas = ksampler_sigmas(host.model, sampler, STEPS)
     via_guider = custom_advanced(guider(host, guider_passes.counting(host.model), CFG, empty=host.empty, **settings),
                                  sampler, sigmas, host.latent)
-    assert_same_samples(via_patch, via_guider)
+    support.assert_close_to_scale(via_patch, via_guider)
+    support.assert_changed(via_patch, stock_run(sampler))  # both routes applied the settings
     assert patch_passes.by_sigma() == guider_passes.by_sigma()  # the KSampler route pays no extra pass
     assert [e.batch for e in patch_passes.evaluations] == [e.batch for e in guider_passes.evaluations]
 
@@ -130,7 +143,8 @@ def test_patch_equals_guider(host, sampler, settings):
 
 def reference_model(model, empty, cfg, neg_scale, window_weight_of_step):
     """Stock KSampler(positive, negative) with a sampler_cfg_function that evaluates ∅ on its own (like ComfyUI's
-    old PerpNeg node) and applies eq. 8 with w taken from the step whose interval (σ_{i+1}, σ_i] holds sigma."""
+    old PerpNeg node) and applies the three-way formula with w taken from the step whose interval (σ_{i+1}, σ_i]
+    holds sigma."""
     import comfy.sampler_helpers
     import comfy.samplers
 
@@ -161,10 +175,10 @@ def test_partial_window_equals_reference(host, sampler):
     expected = ksampler(reference, host.positive, host.negative, CFG, sampler, steps, latent=host.latent)
     ours = ksampler(patch(host.model, neg_scale, first / steps, last / steps, empty=host.empty), host.positive,
                     host.negative, CFG, sampler, steps, latent=host.latent)
-    assert_same_samples(ours, expected)
+    support.assert_close_to_scale(ours, expected)
     without_window = ksampler(patch(host.model, neg_scale, empty=host.empty), host.positive, host.negative, CFG,
                               sampler, steps, latent=host.latent)
-    assert (ours - without_window).abs().max() > 1e-2  # the window changed the result
+    support.assert_changed(ours, without_window)
 
 
 def test_linear_ramp_equals_reference(host):
@@ -180,7 +194,10 @@ def test_linear_ramp_equals_reference(host):
     expected = ksampler(reference, host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
     ours = ksampler(patch(host.model, neg_scale, start, end, ramp="linear", width=width, empty=host.empty),
                     host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
-    assert_same_samples(ours, expected)
+    support.assert_close_to_scale(ours, expected)
+    hard_window = ksampler(patch(host.model, neg_scale, start, end, empty=host.empty), host.positive, host.negative,
+                           CFG, "euler", steps, latent=host.latent)
+    support.assert_changed(ours, hard_window)
 
 
 # ---- 6. pass counts: the research window, and samplers that evaluate between scheduled sigmas ----
@@ -249,24 +266,14 @@ def test_steps_unit_counts_this_runs_own_steps(host, route):
 
 def test_patch_without_empty_stops_before_the_first_pass(host):
     passes = PassCounter()
-    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'.*cfg 6\.0"):
+    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'.*cfg 6 "):
         ksampler(patch(passes.counting(host.model), neg_scale=2.0), host.positive, host.negative, CFG, "euler",
                  STEPS, latent=host.latent)
     assert passes.evaluations == []
 
 
-@pytest.mark.parametrize("node_id, kwargs, message", [
-    ("NegativeGuidanceGuider", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
-    ("NegativeGuidance", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
-    ("NegativeGuidanceGuider", {"neg_scale": math.nan}, "neg_scale must be a finite number"),
-    ("NegativeGuidance", {"neg_scale": math.inf}, "neg_scale must be a finite number"),
-    ("NegativeGuidanceGuider", {"cfg": math.nan}, "cfg must be a finite number"),
-    ("NegativeGuidanceGuider", {"neg_scale": -0.5}, "neg_scale must be 0 or more, or exactly -1"),
-    ("NegativeGuidance", {"neg_start": 0.4, "neg_end": 0.6, "ramp": "linear", "ramp_width": 0.2}, "too wide"),
-    ("NegativeGuidanceGuider", {"neg_scale": 2.0}, "connect 'empty'"),
-])
-def test_validate_inputs_through_comfyui(host, node_id, kwargs, message):
-    """The message reaches the user the way ComfyUI reports a bad prompt: execution.validate_inputs."""
+def comfyui_validation(host, node_id, **kwargs) -> list:
+    """The node's own errors as ComfyUI's execution.validate_inputs reports a bad prompt (before anything runs)."""
     import asyncio
 
     import execution
@@ -285,20 +292,53 @@ def test_validate_inputs_through_comfyui(host, node_id, kwargs, message):
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "glasses"}},
         "node": {"class_type": node_id, "inputs": inputs},
     }
-    valid, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "node", {}))
-    assert not valid
-    details = [e["details"] for e in errors if e["type"] == "custom_validation_failed"]
-    assert details and all(f"{node_id}: " in d and message in d for d in details), errors
+    _, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "node", {}))
+    return errors
 
 
-def test_valid_settings_pass_validation(host):
+@pytest.mark.parametrize("node_id, name, value", [
+    ("NegativeGuidanceGuider", "cfg", 1000.0),  # the stock KSampler refuses cfg > 100 too
+    ("NegativeGuidanceGuider", "neg_scale", 500.0),
+    ("NegativeGuidance", "neg_scale", -1.5),
+    ("NegativeGuidance", "neg_end", 1.2),
+    ("NegativeGuidance", "ramp_width", -0.5),
+])
+def test_comfyui_checks_every_bound_once_on_its_input(host, node_id, name, value):
+    errors = comfyui_validation(host, node_id, **{name: value})
+    assert [e["extra_info"]["input_name"] for e in errors] == [name], errors
+    assert errors[0]["type"] in ("value_bigger_than_max", "value_smaller_than_min")
+
+
+@pytest.mark.parametrize("node_id", ["NegativeGuidance", "NegativeGuidanceGuider"])
+def test_valid_settings_pass_comfyui_validation(host, node_id):
+    assert comfyui_validation(host, node_id, neg_scale=-0.9, neg_start=0.1667, neg_end=0.5, ramp="linear",
+                              ramp_width=0.1) == []
+
+
+@pytest.mark.parametrize("node_id, kwargs, message", [
+    ("NegativeGuidanceGuider", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
+    ("NegativeGuidance", {"neg_start": 0.7, "neg_end": 0.2}, "neg_start (0.7) must not be greater than neg_end"),
+    ("NegativeGuidanceGuider", {"neg_scale": math.nan}, "neg_scale must be a finite number"),
+    ("NegativeGuidance", {"neg_scale": math.inf}, "neg_scale must be a finite number"),
+    ("NegativeGuidanceGuider", {"cfg": math.nan}, "cfg must be a finite number"),
+    ("NegativeGuidanceGuider", {"cfg": 1000.0}, "cfg must lie between 0 and 100, got 1000"),
+    ("NegativeGuidance", {"neg_scale": 500.0}, "neg_scale must lie between -1 and 100"),
+    ("NegativeGuidance", {"ramp": "cosine"}, "ramp must be one of hard, linear, smoothstep, got 'cosine'"),
+    ("NegativeGuidance", {"neg_start": 0.4, "neg_end": 0.6, "ramp": "linear", "ramp_width": 0.2}, "too wide"),
+    ("NegativeGuidanceGuider", {"neg_scale": 2.0}, "connect 'empty'"),
+])
+def test_node_refuses_bad_settings_when_it_runs(host, node_id, kwargs, message):
+    """Values that arrive through links are None in validate_inputs: every setting is checked when the node runs,
+    before the model is touched, with a sentence naming node and input."""
+    values = {"cfg": 8.0, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps",
+              "ramp": "hard", "ramp_width": 0.0, **kwargs}
     classes = node_classes()
-    assert classes.NegativeGuidance.validate_inputs(neg_scale=-1.0, neg_start=0.1667, neg_end=0.5,
-                                                    window_unit="steps", ramp="linear", ramp_width=0.1) is True
-    # A connected 'empty' arrives as None (its value is not known before the graph runs).
-    assert classes.NegativeGuidanceGuider.validate_inputs(cfg=7.0, neg_scale=3.0, neg_start=0.0, neg_end=1.0,
-                                                          window_unit="steps", ramp="hard", ramp_width=0.0,
-                                                          empty=None) is True
+    with pytest.raises(ValueError, match=rf"^{node_id}: .*{re.escape(message)}"):
+        if node_id == "NegativeGuidanceGuider":
+            classes.NegativeGuidanceGuider.execute(host.model, host.positive, host.negative, **values)
+        else:
+            del values["cfg"]
+            classes.NegativeGuidance.execute(host.model, **values)
 
 
 # ---- playing well with the rest of ComfyUI ----
@@ -313,8 +353,8 @@ def test_patch_stands_aside_for_other_guiders_and_says_so_once(host, caplog):
         dual = custom.DualCFGGuider.execute(model, host.positive, host.empty, host.negative, CFG, 3.0,
                                             "regular").result[0]
         results.append(custom_advanced(dual, "euler", sigmas, host.latent))
-    assert_same_samples(results[1], results[0])
-    assert_same_samples(results[2], results[0])
+    assert torch.equal(results[1], results[0])  # the patch does nothing under another guider
+    assert torch.equal(results[2], results[0])
     said = [r for r in caplog.records if "stands aside" in r.getMessage()]
     assert len(said) == 1 and "Guider_DualCFG" in said[0].getMessage()
 

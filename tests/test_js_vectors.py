@@ -22,7 +22,8 @@ if str(TESTS) not in sys.path:  # run as a script
 from support import PACK_ROOT, load_pure_module  # noqa: E402
 
 VECTORS_FILE = TESTS / "vectors" / "schedule_vectors.json"
-JS_TEST = TESTS / "e2e" / "js" / "schedule_vectors.test.mjs"
+VALIDATION_FILE = TESTS / "vectors" / "validation_vectors.json"
+JS_TESTS = [TESTS / "e2e" / "js" / "schedule_vectors.test.mjs", TESTS / "e2e" / "js" / "validation_vectors.test.mjs"]
 
 # Windows that exercise every branch of Window.weight: edges at 0 and 1 (no ramp there), edges a user types
 # rounded (0.1667 for step 5 of 30), values within EDGE_TOLERANCE of an edge, empty and inverted windows.
@@ -70,7 +71,44 @@ def build_vectors() -> dict:
     }
 
 
-def render(vectors: dict) -> str:
+# Settings for schedule.validate: each problem it names (the graph shows the same sentence on the node), values
+# the UI rounds, "follow cfg" values, and unknown (linked) values.
+VALID = {"cfg": 7.5, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps", "ramp": "hard",
+         "ramp_width": 0.0}
+VALIDATION_CASES = [
+    ({}, True), ({}, False), ({}, None), ({"neg_scale": -0.9}, False), ({"neg_scale": -0.1, "cfg": 1.0}, False),
+    ({"neg_start": 0.8, "neg_end": 0.2}, True), ({"neg_start": 0.1667, "neg_end": 0.1666}, None),
+    ({"neg_start": 0.4, "neg_end": 0.6, "ramp": "linear", "ramp_width": 0.15}, True),
+    ({"neg_start": 0.0, "neg_end": 0.6, "ramp": "smoothstep", "ramp_width": 0.61}, True),
+    ({"neg_start": 0.5, "neg_end": 1.0, "ramp": "linear", "ramp_width": 0.5}, True),
+    ({"neg_start": 0.2, "neg_end": 0.7, "ramp": "linear", "ramp_width": 0.25}, True),
+    ({"neg_scale": 3.0}, False), ({"neg_scale": 6.5}, False), ({"neg_scale": 0.0, "cfg": 1.0}, False),
+    ({"neg_scale": 0.0}, False), ({"neg_start": 0.1667, "neg_end": 0.5}, False),
+    ({"neg_start": 0.1667, "neg_end": 0.5}, True), ({"cfg": 1.0, "neg_scale": 2.0, "neg_end": 0.5}, False),
+    ({"cfg": None, "neg_scale": 3.0}, False), ({"neg_start": None}, False),
+    ({"cfg": 1000.0}, True), ({"cfg": -0.5}, True), ({"neg_scale": 500.0}, True), ({"neg_scale": -1.5}, True),
+    ({"neg_start": 1.5}, True), ({"neg_end": -0.25}, True), ({"ramp_width": 1.2}, True),
+    ({"window_unit": "minutes"}, True), ({"ramp": "cosine"}, True), ({"neg_start": 0.33333333}, True),
+    # timestep_percent compares edges exactly: a start of 0.0003 already leaves the first evaluation out.
+    ({"neg_start": 0.0003, "window_unit": "timestep_percent"}, False), ({"neg_start": 0.0003}, False),
+    # "zero" is ComfyUI's math.isclose, not a fixed 1e-6.
+    ({"cfg": 1.0000018, "neg_scale": 0.0000009}, False), ({"cfg": 1.0000018, "neg_scale": 0.0}, False),
+]
+
+
+def build_validation_vectors() -> list:
+    schedule = load_pure_module("nodes/schedule.py", "negguide_schedule_for_vectors")
+    cases = []
+    for node, follows_cfg in (("NegativeGuidanceGuider", True), ("ExtraNegative", False)):
+        for changes, empty in VALIDATION_CASES + [({"neg_scale": -1.0}, None), ({"neg_scale": 2.0}, None)]:
+            values = {**VALID, **changes}
+            problem = schedule.validate(node, *values.values(), empty, follows_cfg=follows_cfg)
+            cases.append({"node": node, "follows_cfg": follows_cfg, "values": values, "empty_connected": empty,
+                          "problem": problem})
+    return cases
+
+
+def render(vectors) -> str:
     return json.dumps(vectors, indent=1) + "\n"
 
 
@@ -80,11 +118,17 @@ def test_vector_file_is_what_the_python_core_computes():
         "`scripts/host.sh python tests/test_js_vectors.py` and check js/schedule.js still passes")
 
 
+def test_validation_vector_file_is_what_the_python_core_says():
+    assert VALIDATION_FILE.read_text() == render(build_validation_vectors()), (
+        "tests/vectors/validation_vectors.json is stale: regenerate it with `scripts/host.sh python "
+        "tests/test_js_vectors.py`")
+
+
 def test_js_schedule_matches_python_vectors():
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is needed to check js/schedule.js (Debian package nodejs)")
-    result = subprocess.run([node, "--test", str(JS_TEST)], cwd=PACK_ROOT, capture_output=True, text=True,
+    result = subprocess.run([node, "--test", *map(str, JS_TESTS)], cwd=PACK_ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# fail 0" in result.stdout
@@ -93,4 +137,5 @@ def test_js_schedule_matches_python_vectors():
 if __name__ == "__main__":
     VECTORS_FILE.parent.mkdir(exist_ok=True)
     VECTORS_FILE.write_text(render(build_vectors()))
-    print(f"wrote {VECTORS_FILE}")
+    VALIDATION_FILE.write_text(render(build_validation_vectors()))
+    print(f"wrote {VECTORS_FILE} and {VALIDATION_FILE}")

@@ -1,5 +1,5 @@
 """Model nodes that wrap ComfyUI's PREDICT_NOISE executor keep working next to the patch, in either order: ComfyUI's
-LazyCache (which skips model evaluations) and wrappers that change guider.cfg for some evaluations (ComfyUI's
+LazyCache (which skips model evaluations), EasyCache (which skips the diffusion model per conditioning) and wrappers that change guider.cfg for some evaluations (ComfyUI's
 CFGOverride on newer releases; an equivalent wrapper here on releases without it).
 """
 
@@ -21,6 +21,24 @@ def lazy_cache(model):
     from comfy_extras.nodes_easycache import LazyCacheNode
 
     return LazyCacheNode.execute(model, 3.0, 0.15, 0.95, False).result[0]
+
+
+def easy_cache(model):
+    from comfy_extras.nodes_easycache import EasyCacheNode
+
+    return EasyCacheNode.execute(model, 3.0, 0.15, 0.95, False).result[0]
+
+
+@pytest.mark.parametrize("order", ["patch_then_easycache", "easycache_then_patch"])
+def test_easycache_runs_as_with_the_stock_ksampler(host, order):
+    """EasyCache skips the diffusion model inside calc_cond_batch, per conditioning: same samples as stock."""
+    stock = ksampler(easy_cache(host.model), host.positive, host.negative, 6.0, "euler", STEPS, latent=host.latent)
+    model = (easy_cache(patch(host.model, empty=host.empty)) if order == "patch_then_easycache"
+             else patch(easy_cache(host.model), empty=host.empty))
+    ours = ksampler(model, host.positive, host.negative, 6.0, "euler", STEPS, latent=host.latent)
+    assert torch.equal(ours, stock)
+    uncached = ksampler(host.model, host.positive, host.negative, 6.0, "euler", STEPS, latent=host.latent)
+    support.assert_changed(stock, uncached)  # EasyCache really reused cached steps
 
 
 ORDERS = {

@@ -63,7 +63,13 @@ def test_word_not_in_prompt_or_empty_gets_a_clear_message(host):
     with pytest.raises(ValueError, match="positive_word is empty"):
         make(host, positive_word=" ")
     schema_node = trace_nodes().NegativeGuidanceProbe
-    assert schema_node.validate_inputs(positive_word="", negative_word="x").startswith("NegativeGuidanceProbe:")
+    assert schema_node.validate_inputs(layers="some").startswith("NegativeGuidanceProbe: layers must be one of")
+
+
+def test_map_size_by_link_is_checked_when_the_node_runs(host):
+    # ComfyUI checks the schema bounds of widget values only; a linked map_size reaches execute unchecked.
+    with pytest.raises(ValueError, match="NegativeGuidanceProbe: map_size must lie between 1 and 256, got 100000"):
+        make(host, map_size=100000)
 
 
 # ---- the probe on a sampling run ----

@@ -127,7 +127,7 @@ class TestProgressMaps:
         # A made-up monotone percent_to_sigma; the window's edges must map to exactly its values.
         percent_to_sigma = lambda p: 10.0 * (1.0 - p) ** 2  # noqa: E731
         window = Window(0.3, 0.7, "linear", 0.1)
-        progress_map = schedule.percent_progress_map(percent_to_sigma, window)
+        progress_map = schedule.percent_progress_map(percent_to_sigma, percent_to_sigma, 10.0, window)
         for edge in (0.3, 0.4, 0.6, 0.7):
             assert progress_map.progress(percent_to_sigma(edge)) == pytest.approx(edge, abs=1e-12)
         assert progress_map.progress(percent_to_sigma(0.5)) == pytest.approx(0.5, abs=1e-3)
@@ -147,8 +147,11 @@ class TestValidation:
         ({"start": 0.6, "end": 0.4}, ["neg_start (0.6)", "neg_end (0.4)"]),
         ({"neg_scale": math.nan}, ["neg_scale", "finite"]),
         ({"cfg": math.inf}, ["cfg", "finite"]),
-        ({"neg_scale": -0.5}, ["neg_scale", "-1"]),
-        ({"cfg": -1.0}, ["cfg", "negative"]),
+        ({"neg_scale": -1.5}, ["neg_scale", "between -1 and 100", "follows cfg"]),
+        ({"neg_scale": 500.0}, ["neg_scale", "between -1 and 100", "got 500"]),
+        ({"cfg": -1.0}, ["cfg", "between 0 and 100"]),
+        ({"cfg": 1000.0}, ["cfg", "between 0 and 100", "got 1000"]),
+        ({"width": 1.5}, ["ramp_width", "between 0 and 1"]),
         ({"start": 1.5}, ["neg_start", "between 0 and 1"]),
         ({"unit": "minutes"}, ["window_unit", "minutes"]),
         ({"ramp": "cosine"}, ["ramp", "cosine"]),
@@ -166,5 +169,16 @@ class TestValidation:
         # Window 0.5-1.0 fades in only (no fade-out at 1): a 0.5-wide ramp fills it exactly.
         assert self.check(start=0.5, end=1.0, ramp="linear", width=0.5) is None
 
-    def test_linked_values_are_not_checked(self):
+    def test_any_negative_neg_scale_follows_cfg(self):
+        # The widget's arrows step 0 → -0.1 and -1 → -0.9: both mean "follow cfg", like -1.
+        assert self.check(neg_scale=-0.1, empty=False) is None
+        for neg_scale in (-0.9, -1.0):
+            assert "connect 'empty'" in self.check(neg_scale=neg_scale, start=0.2, empty=False)
+
+    def test_extra_negative_scale_starts_at_zero(self):
+        problem = schedule.validate("ExtraNegative", None, -1.0, 0.0, 1.0, "steps", "hard", 0.0, None,
+                                    follows_cfg=False)
+        assert problem == "ExtraNegative: neg_scale must lie between 0 and 100, got -1."
+
+    def test_unknown_values_are_not_checked(self):
         assert schedule.validate(self.node, None, None, None, None, None, None, None, None) is None

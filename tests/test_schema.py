@@ -36,5 +36,6 @@ def test_inputs_keep_their_names_and_order(host, node_id):
     for i in schema.inputs[:len(PINNED[node_id])]:
         assert i.optional == (i.id in FIRST_RELEASE_OPTIONAL), i.id
     for i in schema.inputs:
-        if i.id not in ("model", "positive", "negative"):
-            assert i.tooltip, f"{node_id}: input '{i.id}' needs a tooltip"
+        assert i.tooltip, f"{node_id}: input '{i.id}' needs a tooltip"
+    for output in schema.outputs:
+        assert output.tooltip, f"{node_id}: output '{output.display_name or output.io_type}' needs a tooltip"

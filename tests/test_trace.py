@@ -145,7 +145,7 @@ def test_recorded_numbers_equal_independent_computation(host, route):
 
 def test_ordinary_negative_records_none_where_empty_is_not_evaluated(host):
     trace, tap = new_trace(), PredictionTap()
-    # Defaults: neg_scale = cfg - 1 over the whole run, eq. 9; ∅ drops out.
+    # Defaults: neg_scale = cfg - 1 over the whole run (the ordinary negative prompt); ∅ drops out.
     ksampler(patch(tap.tapped(host.model), trace, neg_scale=-1.0, empty=host.empty), host.positive, host.negative,
              CFG, "euler", STEPS, latent=host.latent)
     for record, (sigma, preds) in zip(trace.last_run.evaluations, tap.calls):

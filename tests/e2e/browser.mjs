@@ -189,7 +189,9 @@ async function editRedraw({ page, pageErrors }, request) {
   await waitForGraphs(page);
   await page.waitForTimeout(300);
   const before = (await graphStates(page)).find((state) => state.id === target.id);
-  const negStart = await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
+  // samplerOnly: no edit on the pack node first, so nothing but the sampler's own widget can trigger the redraw.
+  const negStart = request.samplerOnly ? before.widgets.neg_start
+    : await editWidget(page, target.id, "neg_start", request.value, request.vueNodes);
   const after = (await graphStates(page)).find((state) => state.id === target.id);
   let sampler = null;
   if (request.samplerCfg !== undefined) {
@@ -197,7 +199,9 @@ async function editRedraw({ page, pageErrors }, request) {
     const samplerId = await page.evaluate(() => window.app.graph.nodes.find((n) => n.type === "KSampler").id);
     await frameNodes(page, [target.id, samplerId]);
     const cfg = await editWidget(page, samplerId, "cfg", request.samplerCfg, request.vueNodes);
-    sampler = { cfg, ...(await graphStates(page)).find((state) => state.id === target.id) };
+    const steps = request.samplerSteps === undefined ? null
+      : await editWidget(page, samplerId, "steps", request.samplerSteps, request.vueNodes);
+    sampler = { cfg, steps, ...(await graphStates(page)).find((state) => state.id === target.id) };
   }
   const strip = ({ pixels, ...rest }) => ({ ...rest });
   return {
@@ -206,13 +210,141 @@ async function editRedraw({ page, pageErrors }, request) {
   };
 }
 
+/**
+ * Clicks a number widget's arrow as a user does: classic canvas, the arrow drawn at either end of the widget;
+ * Vue nodes, the InputNumber's increment/decrement button. Returns the widget's value after the click and the
+ * value the node shows.
+ */
+async function clickArrow(page, nodeId, widgetName, direction, vueNodes) {
+  if (vueNodes) {
+    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
+      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const button = row.locator(`.p-inputnumber-${direction > 0 ? "increment" : "decrement"}-button`).first();
+    // At the widget's min or max the button is disabled: a click does nothing, as for a user.
+    if (!/p-disabled/.test(await button.getAttribute("class"))) await button.click();
+    await page.waitForTimeout(400);
+    return { value: await page.evaluate(({ nodeId, widgetName }) => window.app.graph.getNodeById(nodeId).widgets
+      .find((w) => w.name === widgetName).value, { nodeId, widgetName }),
+    shown: Number(await row.locator("input").first().inputValue()) };
+  } else {
+    const point = await page.evaluate(({ nodeId, widgetName, direction }) => {
+      const { app, LiteGraph } = window;
+      const node = app.graph.getNodeById(nodeId);
+      const widget = node.widgets.find((w) => w.name === widgetName);
+      const inset = 22; // inside the arrow drawn 15-20 px from the widget's edge
+      const nodeX = direction > 0 ? node.size[0] - inset : inset;
+      const [x, y] = app.canvas.ds.convertOffsetToCanvas(
+        [node.pos[0] + nodeX, node.pos[1] + widget.y + LiteGraph.NODE_WIDGET_HEIGHT / 2]);
+      const rect = app.canvas.canvas.getBoundingClientRect();
+      return { x: rect.left + x, y: rect.top + y };
+    }, { nodeId, widgetName, direction });
+    await page.mouse.click(point.x, point.y);
+  }
+  await page.waitForTimeout(400);
+  const value = await page.evaluate(({ nodeId, widgetName }) => window.app.graph.getNodeById(nodeId).widgets
+    .find((w) => w.name === widgetName).value, { nodeId, widgetName });
+  return { value, shown: value }; // the canvas draws widget.value itself
+}
+
+/** neg_scale's arrows on the first pack node of a template: each click's value and what the graph drew. */
+async function negScaleArrows({ page, pageErrors }, request) {
+  const listed = await templates(page, request.server);
+  await loadWorkflow(page, listed[request.template], request.template);
+  const [target] = await graphStates(page);
+  await frameNodes(page, [target.id]);
+  await waitForGraphs(page);
+  const clicks = [];
+  for (const direction of request.directions) {
+    const { value, shown } = await clickArrow(page, target.id, "neg_scale", direction, request.vueNodes);
+    await page.waitForTimeout(200);
+    const { drawn } = (await graphStates(page)).find((state) => state.id === target.id);
+    clicks.push({ direction, value, shown, drawn });
+  }
+  return { start: target.widgets.neg_scale, clicks, pageErrors };
+}
+
+/** Changes widgets as the UI does (value, then the widget's callback) and removes links, on the first node of
+ * each type named: edits [{type, widgets}], disconnect [{type, input}]. */
+async function applyEdits(page, edits, disconnect) {
+  await page.evaluate(({ edits, disconnect }) => {
+    const { app } = window;
+    const first = (type) => app.graph.nodes.find((node) => node.type === type);
+    for (const { type, input } of disconnect ?? []) {
+      const node = first(type);
+      node.disconnectInput(node.inputs.findIndex((i) => i.name === input));
+    }
+    for (const { type, widgets } of edits ?? []) {
+      const node = first(type);
+      for (const [name, value] of Object.entries(widgets)) {
+        const widget = node.widgets.find((w) => w.name === name);
+        widget.value = value;
+        widget.callback?.(value, app.canvas, node);
+      }
+    }
+  }, { edits, disconnect });
+  await page.waitForTimeout(500);
+}
+
+/**
+ * Builds a small graph (or loads a template), changes widgets as the UI does (value, then the widget's callback)
+ * and removes links; reports what each pack node's graph drew.
+ * request.nodes: [{type, widgets}], request.links: [[from, output, to, input]] by index into nodes;
+ * request.edits: [{type, widgets}] for the first node of that type; request.disconnect: [{type, input}].
+ */
+async function drawnAfter({ page, pageErrors }, request) {
+  if (request.template) {
+    const listed = await templates(page, request.server);
+    await loadWorkflow(page, listed[request.template], request.template);
+  } else {
+    await page.evaluate(({ nodes, links }) => {
+      const { app, LiteGraph } = window;
+      app.graph.clear();
+      const created = nodes.map(({ type, widgets }, i) => {
+        const node = LiteGraph.createNode(type);
+        node.pos = [40 + 420 * i, 80];
+        app.graph.add(node);
+        for (const [name, value] of Object.entries(widgets ?? {})) node.widgets.find((w) => w.name === name).value = value;
+        return node;
+      });
+      for (const [from, output, to, input] of links) {
+        const source = created[from];
+        source.connect(source.outputs.findIndex((o) => o.name === output || o.type === output), created[to],
+          created[to].inputs.findIndex((i) => i.name === input));
+      }
+    }, { nodes: request.nodes, links: request.links ?? [] });
+  }
+  await frameNodes(page);
+  await waitForGraphs(page);
+  await applyEdits(page, request.edits, request.disconnect);
+  const states = (await graphStates(page)).map(({ pixels, ...rest }) => rest);
+  return { states, pageErrors };
+}
+
+/** Types a query into the node search box (double-click on the empty canvas) and reports the listed nodes. */
+async function nodeSearch({ page, pageErrors }, request) {
+  await page.evaluate(() => window.app.graph.clear());
+  const rect = await page.evaluate(() => {
+    const r = window.app.canvas.canvas.getBoundingClientRect();
+    return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
+  });
+  await page.mouse.dblclick(rect.x, rect.y);
+  const input = page.locator(".comfy-vue-node-search-box input, .p-autocomplete-input").first();
+  await input.waitFor({ timeout: 10000 });
+  await input.fill(request.query);
+  await page.waitForTimeout(1000);
+  const listed = await page.evaluate(() => [...document.querySelectorAll(".p-autocomplete-option, [role=option]")]
+    .map((option) => option.innerText.split("\n")[0].trim()).filter(Boolean));
+  return { listed, pageErrors };
+}
+
 /** Screenshots of each pack node with its graph, for the README. */
 async function screenshots({ page, pageErrors }, request) {
   mkdirSync(request.outDir, { recursive: true });
   const listed = await templates(page, request.server);
   const files = [];
-  for (const { template, nodeType, file, withNeighbours } of request.shots) {
+  for (const { template, nodeType, file, withNeighbours, edits } of request.shots) {
     await loadWorkflow(page, listed[template], template);
+    if (edits) await applyEdits(page, edits);
     const ids = await page.evaluate(({ nodeType, withNeighbours }) => {
       const node = window.app.graph.nodes.find((n) => n.type === nodeType);
       const ids = [node.id];
@@ -223,17 +355,17 @@ async function screenshots({ page, pageErrors }, request) {
       }
       return ids;
     }, { nodeType, withNeighbours });
-    await frameNodes(page, ids, 1.25);
-    await waitForGraphs(page);
-    await page.waitForTimeout(600);
-    const clip = await page.evaluate((ids) => {
+    const measure = () => page.evaluate((ids) => {
       const { app, LiteGraph } = window;
       const rect = app.canvas.canvas.getBoundingClientRect();
       const boxes = ids.map((id) => {
         const node = app.graph.getNodeById(id);
         const element = document.querySelector(`[data-node-id="${id}"]`);
         if (element) return element.getBoundingClientRect();
-        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT]);
+        // The classic canvas draws the node's source badge above its title: keep it in the picture.
+        const badge = 1.6 * LiteGraph.NODE_TITLE_HEIGHT;
+        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas(
+          [node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT - badge]);
         const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0], node.pos[1] + node.size[1]]);
         return { left: rect.left + x0, top: rect.top + y0, right: rect.left + x1, bottom: rect.top + y1 };
       });
@@ -243,6 +375,18 @@ async function screenshots({ page, pageErrors }, request) {
         width: Math.max(...boxes.map((b) => b.right)) + 12 - Math.max(0, left),
         height: Math.max(...boxes.map((b) => b.bottom)) + 12 - Math.max(0, top) };
     }, ids);
+    // Vue nodes can be taller on screen than node.size says: shrink until the nodes fit in the viewport.
+    let scale = 1.25;
+    let clip = null;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      await frameNodes(page, ids, scale);
+      await waitForGraphs(page);
+      await page.waitForTimeout(600);
+      clip = await measure();
+      const room = VIEWPORT.height - 8 - clip.y;
+      if (clip.height <= room) break;
+      scale = (await page.evaluate(() => window.app.canvas.ds.scale)) * room / clip.height * 0.97;
+    }
     const path = join(request.outDir, file);
     await page.screenshot({ path, clip });
     files.push({ file: path, graphs: (await graphStates(page)).map(({ pixels, widgets, ...rest }) => rest) });
@@ -295,7 +439,8 @@ async function build({ page, pageErrors }) {
 }
 
 const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
-  "edit-redraw": editRedraw, screenshots, build };
+  "edit-redraw": editRedraw, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
+  "node-search": nodeSearch, screenshots, build };
 
 const request = await readStdin();
 const browser = await chromium.connectOverCDP(request.cdp);

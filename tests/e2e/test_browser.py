@@ -8,6 +8,7 @@ import json
 import pytest
 
 from e2e.comfy_server import PACK_ROOT, PACK_NODE_TYPES, WORKFLOWS_DIR, api_twin, ui_workflow_files
+from support import load_pure_module
 
 RENDERERS = ["classic", "nodes2"]
 SCREENSHOT_DIR = PACK_ROOT / "out" / "screenshots"
@@ -83,7 +84,7 @@ def test_missing_node_dialog_is_detected(comfy_server, chromium):
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
-    result = chromium.run("edit-redraw", comfy_server.url, template="01_sd15_ksampler_delayed_negative",
+    result = chromium.run("edit-redraw", comfy_server.url, template="01 Delayed negative",
                           value=0.3, samplerCfg=5.0, vueNodes=renderer)
     before, after, sampler = result["before"], result["after"], result["sampler"]
     assert before["drawn"]["start"] == pytest.approx(0.1667)
@@ -102,10 +103,136 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
     assert not our_page_errors(result)
 
 
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_patch_graph_follows_ksampler_edits_alone(renderer, comfy_server, chromium):
+    """Nodes 2.0 on frontend 1.32.9 keeps the widget callbacks it found when it mounted a node: the graph must
+    follow a KSampler edit even when no widget of the pack node changed first."""
+    result = chromium.run("edit-redraw", comfy_server.url, template="01 Delayed negative",
+                          samplerOnly=True, samplerCfg=5.0, samplerSteps=20, vueNodes=renderer)
+    sampler = result["sampler"]
+    # Classic: typed values. Vue nodes: one press of "+" on each (cfg 7.5 → 7.6, steps 30 → 31).
+    assert (sampler["cfg"], sampler["steps"]) == ((7.6, 31) if renderer else (5.0, 20))
+    assert sampler["drawn"]["cfg"] == pytest.approx(sampler["cfg"])
+    assert sampler["drawn"]["steps"] == sampler["steps"]
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_neg_scale_arrows_never_make_a_refused_value(renderer, comfy_server, chromium):
+    """From -1 (follow cfg) one click up is 0, not -0.9; from 0 one click down is -1, not -0.1. Every value a
+    click gives is one the node accepts and means what the graph draws."""
+    clicks = [1, -1, -1, 1, 1, -1, -1]
+    result = chromium.run("neg-scale-arrows", comfy_server.url, template="01 Delayed negative",
+                          directions=clicks, vueNodes=renderer)
+    assert result["start"] == -1
+    values = [click["value"] for click in result["clicks"]]
+    assert values == pytest.approx([0, -1, -1, 0, 0.1, 0, -1])
+    for click in result["clicks"]:
+        assert click["shown"] == pytest.approx(click["value"]), "the node shows another value than it holds"
+        follows = click["value"] < 0
+        # Follow cfg: s⁻ = cfg − 1 = 6.5 with the template's KSampler at cfg 7.5.
+        assert click["drawn"]["negativeScale"] == pytest.approx(6.5 if follows else click["value"])
+    assert not our_page_errors(result)
+
+
+def server_sentence(node: str, **values) -> str:
+    """What nodes/schedule.py validate says (the server's sentence) for these settings."""
+    schedule = load_pure_module("nodes/schedule.py", "negguide_schedule_for_browser_tests")
+    settings = {"cfg": None, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps",
+                "ramp": "hard", "ramp_width": 0.0, **values}
+    empty = settings.pop("empty", None)
+    return schedule.validate(node, *settings.values(), empty)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+@pytest.mark.parametrize("case", ["inverted", "ramp_too_wide", "guider_without_empty", "patch_without_empty"])
+def test_graph_shows_the_server_sentence_for_refused_settings(renderer, case, comfy_server, chromium):
+    guider = {"template": "02 Guider, negative fades in", "node": "NegativeGuidanceGuider"}
+    patch = {"template": "01 Delayed negative", "node": "NegativeGuidance"}
+    target, edits, disconnect, expected = {
+        # The guider of template 2: cfg 6, neg_scale 4, window 0.2-1, smoothstep 0.2; the patch of template 1:
+        # neg_scale -1 on 0.1667-0.5, its KSampler at cfg 7.5.
+        "inverted": (guider, {"neg_start": 0.8, "neg_end": 0.2}, None,
+                     server_sentence("NegativeGuidanceGuider", cfg=6.0, neg_scale=4.0, neg_start=0.8, neg_end=0.2,
+                                     ramp="smoothstep", ramp_width=0.2)),
+        "ramp_too_wide": (guider, {"neg_end": 0.5, "ramp_width": 0.2, "ramp": "linear"}, None,
+                          server_sentence("NegativeGuidanceGuider", neg_start=0.2, neg_end=0.5, ramp="linear",
+                                          ramp_width=0.2)),
+        "guider_without_empty": (guider, {}, "empty",
+                                 server_sentence("NegativeGuidanceGuider", cfg=6.0, neg_scale=4.0, neg_start=0.2,
+                                                 ramp="smoothstep", ramp_width=0.2, empty=False)),
+        "patch_without_empty": (patch, {}, "empty",
+                                server_sentence("NegativeGuidance", cfg=7.5, neg_start=0.1667, neg_end=0.5,
+                                                empty=False)),
+    }[case]
+    assert expected
+    result = chromium.run("drawn-after", comfy_server.url, template=target["template"],
+                          edits=[{"type": target["node"], "widgets": edits}] if edits else [],
+                          disconnect=[{"type": target["node"], "input": disconnect}] if disconnect else [])
+    [state] = [state for state in result["states"] if state["type"] == target["node"]]
+    assert state["drawn"]["problem"] == expected
+    assert not our_page_errors(result)
+
+
+def patch_feeding(sampler: dict, *extra_nodes, links=()) -> dict:
+    """A patch (window 0.1667-0.5, `empty` connected) whose MODEL feeds `sampler`."""
+    return {"nodes": [{"type": "NegativeGuidance", "widgets": {"neg_start": 0.1667, "neg_end": 0.5}}, sampler,
+                      {"type": "CLIPTextEncode"}, *extra_nodes],
+            "links": [[0, "MODEL", 1, "model"], [2, "CONDITIONING", 0, "empty"], *links]}
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+@pytest.mark.parametrize("case, graph, cfg, label", [
+    # KSamplerAdvanced runs steps 10-20 of 30: the window counts those 10 steps (0.1667-0.5 of 10: its 3rd to 5th).
+    ("ksampler_advanced", patch_feeding({"type": "KSamplerAdvanced", "widgets": {
+        "steps": 30, "start_at_step": 10, "end_at_step": 20, "cfg": 6.0}}), 6.0,
+     "negative on steps 3–5 of the 10 this node runs (13–15 of 30)"),
+    ("sampler_custom", patch_feeding({"type": "SamplerCustom", "widgets": {"cfg": 4.5}},
+                                     {"type": "BasicScheduler", "widgets": {"steps": 12}},
+                                     links=[[3, "SIGMAS", 1, "sigmas"]]), 4.5, "negative on steps 3–6 of 12"),
+    ("ksampler", patch_feeding({"type": "KSampler", "widgets": {"steps": 30, "cfg": 6.0}}), 6.0,
+     "negative on steps 6–15 of 30"),
+])
+def test_graph_facts_follow_the_sampler(renderer, case, graph, cfg, label, comfy_server, chromium):
+    result = chromium.run("drawn-after", comfy_server.url, **graph)
+    [state] = result["states"]
+    drawn = state["drawn"]
+    assert (drawn["cfg"], drawn["negativeScale"], drawn["stepsLabel"], drawn["problem"]) == (cfg, cfg - 1, label, None)
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_guider_graph_counts_the_steps_of_its_scheduler(renderer, comfy_server, chromium):
+    # Template 2: BasicScheduler 25 steps → SamplerCustomAdvanced; smoothstep fade-in from 0.2 over 0.2, so w > 0
+    # from the 7th step (the 6th, at p = 0.2, is the ramp's zero).
+    result = chromium.run("drawn-after", comfy_server.url, template="02 Guider, negative fades in")
+    [state] = result["states"]
+    assert state["drawn"]["stepsLabel"] == "negative on steps 7–25 of 25"
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_graph_draws_the_extra_negatives(renderer, comfy_server, chromium):
+    result = chromium.run("drawn-after", comfy_server.url, template="05 Several negatives",
+                          edits=[{"type": "ExtraNegative", "widgets": {"neg_scale": 1.5, "neg_end": 0.6}}])
+    [state] = result["states"]
+    [extra] = state["drawn"]["extras"]
+    assert (extra["scale"], extra["start"], extra["end"]) == (1.5, 0.0, 0.6)
+    assert not our_page_errors(result)
+
+
+def test_node_search_lists_the_guidance_nodes_first(comfy_server, chromium):
+    """The frontend's search ranks display names that start with the query first, shorter first."""
+    comfy_server.set_setting("Comfy.VueNodes.Enabled", False)
+    result = chromium.run("node-search", comfy_server.url, query="negative guid")
+    listed = result["listed"]
+    assert sorted(listed[:2]) == ["Negative Guidance (patch)", "Negative Guidance Guider"], listed
+    assert "Guidance Trace (for Negative Guidance)" in listed[2:]
+
+
 SHOTS = [
-    {"template": "01_sd15_ksampler_delayed_negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
-    {"template": "02_custom_sampler_guider_fade_in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
-    {"template": "03_sdxl_guider", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
+    {"template": "01 Delayed negative", "nodeType": "NegativeGuidance", "withNeighbours": True},
+    {"template": "02 Guider, negative fades in", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
+    {"template": "03 SDXL, ramped window", "nodeType": "NegativeGuidanceGuider", "withNeighbours": False},
 ]
 
 

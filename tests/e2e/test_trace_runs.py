@@ -16,7 +16,7 @@ TRACE, PLOT, SHOW = "20", "21", "22"
 
 
 def traced_workflow(neg_scale: float, steps: int, wired: bool = True, x_axis: str = "step") -> dict:
-    prompt = with_tiny_models(json.loads((API_WORKFLOWS_DIR / "01_sd15_ksampler_delayed_negative.json").read_text()))
+    prompt = with_tiny_models(json.loads((API_WORKFLOWS_DIR / "01 Delayed negative.json").read_text()))
     patch = next(i for i, node in prompt.items() if node["class_type"] == "NegativeGuidance")
     sampler = next(i for i, node in prompt.items() if node["class_type"] == "KSampler")
     prompt[patch]["inputs"]["neg_scale"] = neg_scale

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+from itertools import combinations
 
 import pytest
 
 from e2e.comfy_server import PACK_NODE_TYPES, api_twin, ui_workflow_files
+from e2e.make_workflows import OPEN_VIEWPORT, node_boxes
+
+# What the frontend draws over the top left of the canvas: the side bar, the tab bar and the breadcrumb / Run bar.
+COVERED_LEFT, COVERED_TOP = 60, 130
+OUTPUT_PREFIX = "negguide/"
 
 # Nodes the frontend alone knows (no Python class): they never reach /object_info or an API prompt.
 FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 EXPECTED_CHECKPOINTS = {
-    "01_sd15_ksampler_delayed_negative.json": {"v1-5-pruned-emaonly.safetensors"},
-    "02_custom_sampler_guider_fade_in.json": {"v1-5-pruned-emaonly.safetensors"},
-    "03_sdxl_guider.json": {"sd_xl_base_1.0.safetensors"},
-    "04_compare_stock_vs_delayed.json": {"v1-5-pruned-emaonly.safetensors"},
-    "05_sd15_several_negatives.json": {"v1-5-pruned-emaonly.safetensors"},
+    "01 Delayed negative.json": {"v1-5-pruned-emaonly.safetensors"},
+    "02 Guider, negative fades in.json": {"v1-5-pruned-emaonly.safetensors"},
+    "03 SDXL, ramped window.json": {"sd_xl_base_1.0.safetensors"},
+    "04 Stock vs delayed negative.json": {"v1-5-pruned-emaonly.safetensors"},
+    "05 Several negatives.json": {"v1-5-pruned-emaonly.safetensors"},
+    "06 Flux negative at cfg 1.json": {"flux1-dev-fp8.safetensors"},
 }
 
 UI_FILES = ui_workflow_files()
@@ -94,3 +101,33 @@ def test_api_twin_names_only_real_inputs(path, object_info):
         assert not unknown, f"{path.name}: {node['class_type']} #{node_id} sends unknown inputs {unknown}"
     frontend_only = {i for i, n in ui_nodes.items() if n["type"] in FRONTEND_ONLY_TYPES}
     assert set(prompt) == set(ui_nodes) - frontend_only
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_no_two_nodes_overlap(path):
+    """Boxes as the canvas draws them, title bar included: no node hides part of another."""
+    boxes = node_boxes(json.loads(path.read_text()))
+    overlapping = [(a[0], b[0]) for a, b in combinations(boxes, 2)
+                   if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+    assert not overlapping, f"{path.name}: nodes overlap (ids) {overlapping}"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_saved_view_shows_every_node_clear_of_the_menus(path):
+    workflow = json.loads(path.read_text())
+    view = workflow["extra"]["ds"]
+    scale, (offset_x, offset_y) = view["scale"], view["offset"]
+    for node_id, left, top, right, bottom in node_boxes(workflow):
+        on_screen = [(left + offset_x) * scale, (top + offset_y) * scale, (right + offset_x) * scale,
+                     (bottom + offset_y) * scale]
+        assert on_screen[0] >= COVERED_LEFT and on_screen[1] >= COVERED_TOP, (
+            f"{path.name}: node {node_id} opens under the menus at {on_screen}")
+        assert on_screen[2] <= OPEN_VIEWPORT[0] and on_screen[3] <= OPEN_VIEWPORT[1], (
+            f"{path.name}: node {node_id} opens outside a {OPEN_VIEWPORT} window at {on_screen}")
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_images_are_saved_under_the_packs_output_folder(path):
+    prompt = json.loads(api_twin(path).read_text())
+    prefixes = [node["inputs"]["filename_prefix"] for node in prompt.values() if node["class_type"] == "SaveImage"]
+    assert prefixes and all(prefix.startswith(OUTPUT_PREFIX) for prefix in prefixes), prefixes

@@ -5,6 +5,7 @@
 
 const SD15 = "v1-5-pruned-emaonly.safetensors";
 const SDXL = "sd_xl_base_1.0.safetensors";
+const FLUX_DEV = "flux1-dev-fp8.safetensors"; // ComfyUI's single-file Flux dev checkpoint (model, text encoders, VAE)
 
 const POSITIVE = "photo of a man reading a newspaper at a cafe table by the window, morning light, detailed";
 const NEGATIVE = "glasses";
@@ -29,15 +30,16 @@ const PROMPT_LINKS = [
   ["checkpoint", "CLIP", "empty", "clip"],
 ];
 
-function customSamplerNodes(guiderSettings, scheduler, steps, x) {
+function customSamplerNodes(guiderSettings, scheduler, steps, x, filenamePrefix) {
   return [
     { key: "guider", type: "NegativeGuidanceGuider", pos: [x, 40], size: [380, 0], widgets: guiderSettings },
     { key: "noise", type: "RandomNoise", pos: [x + 420, 40], widgets: { noise_seed: 42, control_after_generate: "fixed" } },
     { key: "sampler", type: "KSamplerSelect", pos: [x + 420, 180], widgets: { sampler_name: "euler" } },
     { key: "sigmas", type: "BasicScheduler", pos: [x + 420, 290], widgets: { scheduler, steps, denoise: 1.0 } },
     { key: "sample", type: "SamplerCustomAdvanced", pos: [x + 780, 40], size: [300, 330] },
-    { key: "decode", type: "VAEDecode", pos: [x + 1120, 40] },
-    { key: "save", type: "SaveImage", pos: [x + 1120, 150], size: [340, 380], widgets: {} },
+    { key: "decode", type: "VAEDecode", pos: [x + 1120, 40], size: [180, 0] },
+    { key: "save", type: "SaveImage", pos: [x + 1120, 150], size: [340, 380],
+      widgets: { filename_prefix: filenamePrefix } },
   ];
 }
 
@@ -77,12 +79,12 @@ const DELAYED_WINDOW = { neg_scale: -1, neg_start: 0.1667, neg_end: 0.5, window_
 
 export const WORKFLOWS = [
   {
-    file: "01_sd15_ksampler_delayed_negative.json",
+    file: "01 Delayed negative.json",
     nodes: [
       ...promptNodes(SD15, 512),
       { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0], widgets: DELAYED_WINDOW },
       { key: "ksampler", type: "KSampler", pos: [1260, 40], widgets: KSAMPLER_SETTINGS },
-      { key: "decode", type: "VAEDecode", pos: [1600, 40] },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40], size: [180, 0] },
       { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
         widgets: { filename_prefix: "negguide/sd15_delayed_negative" } },
     ],
@@ -102,11 +104,11 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "02_custom_sampler_guider_fade_in.json",
+    file: "02 Guider, negative fades in.json",
     nodes: [
       ...promptNodes(SD15, 512),
       ...customSamplerNodes({ cfg: 6.0, neg_scale: 4.0, neg_start: 0.2, neg_end: 1.0, window_unit: "steps",
-        ramp: "smoothstep", ramp_width: 0.2 }, "normal", 25, 840),
+        ramp: "smoothstep", ramp_width: 0.2 }, "normal", 25, 840, "negguide/sd15_guider_fade_in"),
     ],
     links: [...PROMPT_LINKS, ...CUSTOM_SAMPLER_LINKS],
     note: {
@@ -120,11 +122,11 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "03_sdxl_guider.json",
+    file: "03 SDXL, ramped window.json",
     nodes: [
       ...promptNodes(SDXL, 1024),
       ...customSamplerNodes({ cfg: 7.0, neg_scale: 5.0, neg_start: 0.15, neg_end: 0.6, window_unit: "steps",
-        ramp: "linear", ramp_width: 0.05 }, "karras", 30, 840),
+        ramp: "linear", ramp_width: 0.05 }, "karras", 30, 840, "negguide/sdxl_guider"),
     ],
     links: [...PROMPT_LINKS, ...CUSTOM_SAMPLER_LINKS],
     note: {
@@ -138,19 +140,19 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "04_compare_stock_vs_delayed.json",
+    file: "04 Stock vs delayed negative.json",
     nodes: [
       ...promptNodes(SD15, 512),
       { key: "stock", type: "KSampler", title: "KSampler: stock negative prompt (all steps)", pos: [840, 40],
-        widgets: KSAMPLER_SETTINGS },
-      { key: "stockDecode", type: "VAEDecode", pos: [1180, 40] },
-      { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1400, 40], size: [340, 380],
+        size: [380, 0], widgets: KSAMPLER_SETTINGS },
+      { key: "stockDecode", type: "VAEDecode", pos: [1720, 40], size: [180, 0] },
+      { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1920, 40], size: [340, 380],
         widgets: { filename_prefix: "negguide/compare_stock" } },
       { key: "patch", type: "NegativeGuidance", pos: [840, 460], size: [380, 0], widgets: DELAYED_WINDOW },
       { key: "delayed", type: "KSampler", title: "KSampler: delayed negative (steps 5-15)", pos: [1260, 460],
-        widgets: KSAMPLER_SETTINGS },
-      { key: "delayedDecode", type: "VAEDecode", pos: [1600, 460] },
-      { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1820, 460], size: [340, 380],
+        size: [380, 0], widgets: KSAMPLER_SETTINGS },
+      { key: "delayedDecode", type: "VAEDecode", pos: [1720, 460], size: [180, 0] },
+      { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1920, 460], size: [340, 380],
         widgets: { filename_prefix: "negguide/compare_delayed" } },
     ],
     links: [
@@ -183,18 +185,18 @@ export const WORKFLOWS = [
     },
   },
   {
-    file: "05_sd15_several_negatives.json",
+    file: "05 Several negatives.json",
     nodes: [
       ...promptNodes(SD15, 512),
-      { key: "blurry", type: "CLIPTextEncode", title: "Extra negative (ỹ₂)", pos: [420, 680], size: [400, 110],
+      { key: "blurry", type: "CLIPTextEncode", title: "Extra negative (ỹ₂)", pos: [420, 740], size: [400, 110],
         widgets: { text: "blurry, low quality" } },
-      { key: "extra", type: "ExtraNegative", pos: [840, 560], size: [380, 0],
+      { key: "extra", type: "ExtraNegative", pos: [840, 740], size: [380, 0],
         widgets: { neg_scale: 3.0, neg_start: 0.0, neg_end: 1.0, window_unit: "steps", ramp: "hard", ramp_width: 0 } },
       { key: "patch", type: "NegativeGuidance", pos: [840, 40], size: [380, 0],
         widgets: { neg_scale: 2.0, neg_start: 0.5, neg_end: 1.0, window_unit: "steps", ramp: "linear",
           ramp_width: 0.1 } },
       { key: "ksampler", type: "KSampler", pos: [1260, 40], widgets: KSAMPLER_SETTINGS },
-      { key: "decode", type: "VAEDecode", pos: [1600, 40] },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40], size: [180, 0] },
       { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
         widgets: { filename_prefix: "negguide/sd15_several_negatives" } },
     ],
@@ -213,6 +215,39 @@ export const WORKFLOWS = [
         "step go through the model in one batched call; a negative outside its window costs nothing.\n\n" +
         "Try: chain another Extra Negative into the first one's extra_negatives, or set evaluation to " +
         "sequential on the patch for low VRAM (same result).\n\nModel: v1-5-pruned-emaonly.safetensors",
+    },
+  },
+  {
+    file: "06 Flux negative at cfg 1.json",
+    nodes: [
+      ...promptNodes(FLUX_DEV, 1024),
+      { key: "fluxGuidance", type: "FluxGuidance", pos: [840, 40], size: [380, 0], widgets: { guidance: 3.5 } },
+      { key: "patch", type: "NegativeGuidance", pos: [840, 170], size: [380, 0],
+        widgets: { neg_scale: 2.0, neg_start: 0.1, neg_end: 0.5, window_unit: "steps", ramp: "hard", ramp_width: 0 } },
+      { key: "ksampler", type: "KSampler", pos: [1260, 40],
+        widgets: { ...KSAMPLER_SETTINGS, steps: 20, cfg: 1.0, scheduler: "simple" } },
+      { key: "decode", type: "VAEDecode", pos: [1600, 40], size: [180, 0] },
+      { key: "save", type: "SaveImage", pos: [1600, 150], size: [340, 380],
+        widgets: { filename_prefix: "negguide/flux_negative_cfg1" } },
+    ],
+    links: [
+      ...PROMPT_LINKS,
+      // FluxGuidance sits between the positive prompt and the KSampler, as in any Flux dev workflow.
+      ["positive", 0, "fluxGuidance", "conditioning"],
+      ["fluxGuidance", 0, "ksampler", "positive"],
+      ...PATCH_KSAMPLER_LINKS.filter(([from, , to]) => !(from === "positive" && to === "ksampler")),
+    ],
+    note: {
+      pos: [40, 400], size: [340, 420],
+      text: "A negative prompt on Flux dev (cfg 1)\n\n" +
+        "Flux dev is guidance-distilled: it runs at cfg 1 with FluxGuidance, and at cfg 1 the KSampler's negative " +
+        "prompt does nothing. Here the patch adds it with its own scale: eps(y) - neg_scale * (eps(negative) - " +
+        "eps(empty)) on 8 of the 20 steps, the 3rd to the 10th (neg_start 0.1, neg_end 0.5), and plain Flux on the other 12.\n\n" +
+        "Cost: one model pass per step outside the window (as plain Flux), three inside (prompt, negative and " +
+        "empty prompt, in one batched call): 12 x 1 + 8 x 3 = 36 passes instead of 20.\n\n" +
+        "The negative and empty prompts carry Flux's default guidance 3.5, like FluxGuidance's.\n\n" +
+        "Try: neg_scale 1 to 3; a later neg_end for a stronger removal, at 3 passes per extra step.\n\n" +
+        "Model: flux1-dev-fp8.safetensors",
     },
   },
 ];

@@ -2,8 +2,8 @@
 
 Linked into a host's custom_nodes/ by tests/e2e and scripts/demo.py, never shipped (.comfyignore). It stands in
 for CheckpointLoaderSimple: same outputs (MODEL, CLIP, VAE), the same `ckpt_name` input, and it builds from
-ComfyUI's own classes a model of the architecture the name asks for (SDXL when the name says "xl", else SD1.5),
-small enough that a 64x64 image samples in well under a second per step on a CPU.
+ComfyUI's own classes a model of the architecture the name asks for (Flux when the name says "flux", SDXL when it
+says "xl", else SD1.5), small enough that a 64x64 image samples in well under a second per step on a CPU.
 """
 
 from __future__ import annotations
@@ -20,13 +20,23 @@ TESTS_DIR = Path(__file__).resolve().parents[2]
 TINY_CHECKPOINT_NODE = "NegGuideTestTinyCheckpoint"
 
 
-def _support():
-    if "negguide_test_support" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("negguide_test_support", TESTS_DIR / "support.py")
+def _test_module(module_name: str, file_name: str):
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, TESTS_DIR / file_name)
         module = importlib.util.module_from_spec(spec)
-        sys.modules["negguide_test_support"] = module
+        sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    return sys.modules["negguide_test_support"]
+    return sys.modules[module_name]
+
+
+def _support():
+    return _test_module("negguide_test_support", "support.py")
+
+
+def _compat_support():
+    # compat_support.py imports the test helpers as `support`, the name they have on the tests' sys.path.
+    sys.modules.setdefault("support", _support())
+    return _test_module("negguide_test_compat_support", "compat_support.py")
 
 
 def build_tiny_sdxl():
@@ -67,12 +77,13 @@ def build_tiny_sdxl():
     return patcher, clip
 
 
-def build_tiny_vae():
-    """TAESD's decoder/encoder shape (ComfyUI picks it from this key), with random weights: 8x down/upscale."""
+def build_tiny_vae(latent_channels: int = 4):
+    """TAESD's decoder/encoder shape (ComfyUI picks it from this key; the key's shape sets the latent channels),
+    with random weights: 8x down/upscale."""
     import torch
     import comfy.sd
 
-    vae = comfy.sd.VAE(sd={"taesd_decoder.1.weight": torch.zeros(64, 4, 3, 3)})
+    vae = comfy.sd.VAE(sd={"taesd_decoder.1.weight": torch.zeros(64, latent_channels, 3, 3)})
     _support().reset_weights(vae.first_stage_model)
     return vae
 
@@ -80,16 +91,27 @@ def build_tiny_vae():
 _cache: dict[str, tuple] = {}
 
 
+def architecture_of(ckpt_name: str) -> str:
+    name = ckpt_name.lower()
+    return "flux" if "flux" in name else "sdxl" if "xl" in name else "sd15"
+
+
 def tiny_checkpoint(ckpt_name: str) -> tuple:
-    architecture = "sdxl" if "xl" in ckpt_name.lower() else "sd15"
+    architecture = architecture_of(ckpt_name)
     if architecture not in _cache:
         log.info("building a tiny random-weight %s for '%s'", architecture, ckpt_name)
+        support = _support()
         if architecture == "sdxl":
             model, clip = build_tiny_sdxl()
+            vae = build_tiny_vae()
+        elif architecture == "flux":
+            # The suite's tiny Flux DiT reads the tiny CLIP's 64-wide tokens and pooled output; 16 latent channels.
+            model, clip = _compat_support().build_tiny_flux(), support.build_tiny_clip()
+            vae = build_tiny_vae(latent_channels=16)
         else:
-            support = _support()
             model, clip = support.build_tiny_sd15(), support.build_tiny_clip()
-        _cache[architecture] = (model, clip, build_tiny_vae())
+            vae = build_tiny_vae()
+        _cache[architecture] = (model, clip, vae)
     return _cache[architecture]
 
 

@@ -1,0 +1,120 @@
+"""The example workflows as ComfyUI's Templates browser shows them.
+
+ComfyUI (0.3.75 and 0.33) lists a pack's templates from its workflows/ folder by file name, and the frontend
+(1.32.9 and 1.49) shows each one with the file name as its title, the same name as its description (dashes and
+underscores read as spaces) and `<name>.jpg` from the same folder as its picture; it offers no other title,
+description or order for a custom node pack's templates. So the file names are the titles, numbered in the order
+to read them, and every template has its picture (drawn by scripts/make_thumbnails.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+from itertools import combinations
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from e2e.comfy_server import PACK_FOLDER, PACK_ROOT, ui_workflow_files
+
+UI_FILES = ui_workflow_files()
+# A card shows its title on one line, about 28 characters wide (the dialog test measures it).
+LONGEST_TITLE = 28
+TITLE = re.compile(r"^(\d\d) [^_-]+$")  # "01 Delayed negative": no dashes or underscores
+UI_SCRIPT = PACK_ROOT / "tests" / "e2e" / "templates_ui.mjs"
+
+
+def thumbnail_url(server_url: str, name: str) -> str:
+    return f"{server_url}/api/workflow_templates/{PACK_FOLDER}/{urllib.parse.quote(name)}.jpg"
+
+
+def run_in_browser(chromium, server_url: str, scenario: str) -> dict:
+    """One scenario of tests/e2e/templates_ui.mjs against the server, in the session's Chromium."""
+    request = {"scenario": scenario, "cdp": chromium.endpoint, "server": server_url}
+    result = subprocess.run(["node", str(UI_SCRIPT)], input=json.dumps(request), cwd=PACK_ROOT,
+                            capture_output=True, text=True, timeout=240)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert result.returncode == 0 and lines, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def listed(comfy_server) -> list[str]:
+    return comfy_server.get("/workflow_templates")[PACK_FOLDER]
+
+
+def test_template_names_read_as_numbered_titles(listed):
+    assert sorted(listed) == [path.stem for path in UI_FILES]
+    numbers = []
+    for name in sorted(listed):
+        match = TITLE.match(name)
+        assert match, f"{name!r} does not read as a title"
+        assert len(name) <= LONGEST_TITLE, f"{name!r} is cut in the card's one-line title"
+        numbers.append(int(match.group(1)))
+    assert numbers == list(range(1, len(listed) + 1)), "the numbers give the reading order: 01, 02, ... without gaps"
+
+
+def test_every_template_has_its_picture_served(comfy_server, listed):
+    for name in listed:
+        with urllib.request.urlopen(thumbnail_url(comfy_server.url, name), timeout=30) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "image/jpeg"
+            picture = response.read()
+        assert picture.startswith(b"\xff\xd8"), f"{name}.jpg is not a JPEG"
+        assert 10_000 < len(picture) < 200_000, f"{name}.jpg: {len(picture)} bytes"
+
+
+def test_pictures_show_the_workflows_as_they_are(tmp_path):
+    """scripts/make_thumbnails.py draws each picture from its workflow; a stale picture differs from a fresh one."""
+    spec = importlib.util.spec_from_file_location("negguide_make_thumbnails", PACK_ROOT / "scripts" / "make_thumbnails.py")
+    thumbnails = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = thumbnails  # its dataclass looks its module up there
+    spec.loader.exec_module(thumbnails)
+    for ui_file in UI_FILES:
+        fresh = tmp_path / f"{ui_file.stem}.jpg"
+        thumbnails.draw(ui_file, fresh)
+        committed = Image.open(ui_file.with_suffix(".jpg")).convert("RGB")
+        redrawn = Image.open(fresh).convert("RGB")
+        assert committed.size == redrawn.size == (512, 512)
+        difference = max(ImageStat.Stat(ImageChops.difference(committed, redrawn)).mean)
+        assert difference < 2.0, (f"{ui_file.stem}.jpg is out of date (mean difference {difference:.1f}/255): "
+                                  "run scripts/host.sh python scripts/make_thumbnails.py")
+
+
+def test_templates_dialog_shows_titles_and_pictures(comfy_server, chromium, listed):
+    """The real frontend's Templates browser, opened on the pack's category."""
+    comfy_server.set_setting("Comfy.VueNodes.Enabled", False)
+    shown = run_in_browser(chromium, comfy_server.url, "dialog")
+    cards = {card["name"]: card for card in shown["cards"]}
+    # In their numbered order, whatever order the server's directory listing gives.
+    assert [card["name"] for card in shown["cards"]] == sorted(listed)
+    # The frontend fetches each picture and shows it from a blob: URL; its placeholder is a PNG of another size.
+    fetched = {item["url"].rsplit("/", 1)[-1]: item["status"] for item in shown["fileRequests"]}
+    for name, card in cards.items():
+        assert card["title"] == name and not card["titleCut"], card
+        assert fetched.get(f"{name}.jpg") == 200, (name, fetched)
+        [picture] = card["pictures"]
+        assert "default-template" not in picture["src"] and picture["width"] == 512, card
+    assert all(status == 200 for status in fetched.values()), fetched
+
+
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"], indirect=True)
+def test_no_node_covers_another_when_a_template_opens(renderer, comfy_server, chromium):
+    """Boxes on the screen, title bars included, as each renderer lays the template out (Nodes 2.0 draws nodes
+    larger than the classic canvas and rescales the layout when it opens a classic workflow)."""
+    boxes = run_in_browser(chromium, comfy_server.url, "node-boxes")["boxes"]
+    assert sorted(boxes) == [path.stem for path in UI_FILES]
+    for name, nodes in boxes.items():
+        if renderer:
+            assert all(node["dom"] for node in nodes), f"{name}: a node has no Nodes 2.0 element"
+        overlapping = [(a["id"], b["id"]) for a, b in combinations(nodes, 2)
+                       if a["box"][0] < b["box"][2] - 1 and b["box"][0] < a["box"][2] - 1
+                       and a["box"][1] < b["box"][3] - 1 and b["box"][1] < a["box"][3] - 1]
+        assert not overlapping, f"{'nodes2' if renderer else 'classic'} {name}: nodes overlap (ids) {overlapping}"
