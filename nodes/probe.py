@@ -28,7 +28,6 @@ the stock KSampler and this pack's nodes (batched evaluation) hand them over.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import math
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import schedule
 from .trace import LatentRuns, executing_prompt, runs_for
 
 log = logging.getLogger("comfyui-negative-guidance")
@@ -112,7 +112,7 @@ def _shorten(text: str, limit: int = 80) -> str:
 @dataclass
 class ProbeEvaluation:
     index: int
-    step: int
+    step: int  # numbered from 1 (schedule.step_number)
     sigma: float
     layers: int = 0  # layers that contributed to the negative branch
     positive: list = field(default_factory=list)  # Σ_k ‖F_k,pos‖_F per sample (plain)
@@ -187,7 +187,7 @@ class ProbeRun:
         for live in pending:
             sigma = values[at]
             at += 1
-            evaluation = ProbeEvaluation(len(self.recorded) + len(out), _step_of(self.sigmas, sigma), sigma,
+            evaluation = ProbeEvaluation(len(self.recorded) + len(out), schedule.step_number(self.sigmas, sigma), sigma,
                                          live.layers, maps=live.maps)
             for name in SUMS:
                 if name in live.sums:
@@ -199,11 +199,6 @@ class ProbeRun:
 
     def to_dict(self) -> dict:
         return {"sigmas": self.sigmas, "evaluations": [e.to_dict() for e in self.evaluations]}
-
-
-def _step_of(sigmas: list, sigma: float) -> int:
-    i = bisect.bisect_right([-s for s in sigmas], -sigma) - 1
-    return min(max(i, 0), max(len(sigmas) - 2, 0))
 
 
 class AttentionProbe:
@@ -401,7 +396,7 @@ def render_probe(probe: AttentionProbe, run: ProbeRun | None = None, width: int 
 
     run = run if run is not None else probe.last_run
     evaluations = run.evaluations if run is not None else []
-    xs = [e.step + _fraction(run.sigmas, e) for e in evaluations]
+    xs = [schedule.step_position(run.sigmas, e.sigma) for e in evaluations]
     dpi = 100
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(figure)
@@ -410,7 +405,7 @@ def render_probe(probe: AttentionProbe, run: ProbeRun | None = None, width: int 
                                       (True, "r_t (word-restricted)", "tab:purple")):
         ys = [e.ratio(restricted) for e in evaluations]
         axes.plot(xs, [y if y is not None else float("nan") for y in ys], marker=".", label=label, color=colour)
-    axes.set_xlabel("step")
+    axes.set_xlabel("step (1 = first)")
     axes.set_ylabel("r_t = Σ‖F(negative word)‖ / Σ‖F(positive word)‖")
     axes.set_title(f"Attention probe: '{probe.words[1]}' (negative) vs '{probe.words[0]}' (positive), "
                    f"{probe.layers} layers, maps at {probe.map_size}²")
@@ -420,8 +415,3 @@ def render_probe(probe: AttentionProbe, run: ProbeRun | None = None, width: int 
     return figure_to_image(canvas)
 
 
-def _fraction(sigmas, evaluation) -> float:
-    i = evaluation.step
-    if i + 1 >= len(sigmas) or sigmas[i] == sigmas[i + 1]:
-        return 0.0
-    return (sigmas[i] - evaluation.sigma) / (sigmas[i] - sigmas[i + 1])

@@ -297,6 +297,23 @@ class ProgressMap:
         return min(value, math.nextafter(above, -math.inf)) if above > below else value
 
 
+def step_number(run_sigmas: Sequence[float], sigma: float) -> int:
+    """The step an evaluation at `sigma` belongs to, numbered from 1 as the graph and README name steps: the k-th step
+    holds the sigmas in (σₖ, σₖ₋₁] (σ₀ the run's first sigma; anything below the last interval counts as the last)."""
+    i = bisect.bisect_right([-float(s) for s in run_sigmas], -float(sigma)) - 1
+    return min(max(i, 0), max(len(run_sigmas) - 2, 0)) + 1
+
+
+def step_position(run_sigmas: Sequence[float], sigma: float) -> float:
+    """step_number, with a second-order sampler's extra evaluations placed between their step and the next one
+    (linearly in sigma): the x coordinate of the trace and probe plots."""
+    k = step_number(run_sigmas, sigma)
+    if k >= len(run_sigmas) or run_sigmas[k - 1] == run_sigmas[k]:
+        return float(k)
+    high, low = float(run_sigmas[k - 1]), float(run_sigmas[k])
+    return k + (high - float(sigma)) / (high - low)
+
+
 def steps_progress_map(run_sigmas: Sequence[float]) -> ProgressMap:
     """Progress as the fraction of this run's own steps: σ_i (the i-th scheduled sigma of N) is p = i/N.
 

@@ -25,7 +25,6 @@ What is recorded when a prediction was not evaluated (the pack skips a condition
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import math
@@ -34,6 +33,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 import torch
+
+from . import schedule
 
 log = logging.getLogger("comfyui-negative-guidance")
 
@@ -53,7 +54,7 @@ class EvaluationRecord:
     """One model evaluation (a second-order sampler makes two or more per step)."""
 
     index: int  # evaluation number in the run, from 0
-    step: int  # the scheduled step it belongs to: σ_step ≥ sigma > σ_step+1
+    step: int  # the step it belongs to, numbered from 1 (schedule.step_number)
     sigma: float
     cond_scale: float  # s⁺
     negative_scales: tuple  # sᵢ·wᵢ(t), main negative first
@@ -101,13 +102,6 @@ class RunRecord:
         return {"cfg": self.cfg, "neg_scale": self.neg_scale, "window": self.window, "window_unit": self.window_unit,
                 "extra_negatives": self.extra_negatives, "sigmas": self.sigmas,
                 "evaluations": [asdict(e) for e in self.evaluations]}
-
-
-def step_of(sigmas: list, sigma: float) -> int:
-    """The step whose interval (σ_{i+1}, σ_i] holds sigma (the last step for anything below)."""
-    negated = [-s for s in sigmas]
-    i = bisect.bisect_right(negated, -sigma) - 1
-    return min(max(i, 0), max(len(sigmas) - 2, 0))
 
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
@@ -211,7 +205,7 @@ def _record(index: int, sigmas: list, p: PendingEvaluation, sums: dict) -> Evalu
     if not any(d is not None for d in dynamic_p):
         dynamic_p = dynamic_scales = ()
     return EvaluationRecord(
-        index=index, step=step_of(sigmas, sigma), sigma=sigma, cond_scale=p.cond_scale,
+        index=index, step=schedule.step_number(sigmas, sigma), sigma=sigma, cond_scale=p.cond_scale,
         negative_scales=negative_scales, evaluated=p.evaluated, passes=len(p.evaluated),
         dynamic_p=dynamic_p, dynamic_scales=dynamic_scales,
         positive_norm=_mean(positive) * scale if positive is not None else None,
@@ -333,9 +327,8 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
         xs = [e.sigma for e in evaluations]
         x_label = "sigma (noisy → clean)"
     else:
-        # A second-order sampler's extra evaluations sit between their step and the next one.
-        xs = [_fractional_step(run.sigmas, e.sigma) for e in evaluations]
-        x_label = "step"
+        xs = [schedule.step_position(run.sigmas, e.sigma) for e in evaluations]
+        x_label = "step (1 = first)"
     dpi = 100
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(figure)
@@ -418,11 +411,3 @@ def figure_to_image(canvas) -> torch.Tensor:
     return torch.from_numpy(rgba[..., :3].copy() / 255.0).unsqueeze(0)
 
 
-def _fractional_step(sigmas: list, sigma: float) -> float:
-    i = step_of(sigmas, sigma)
-    if i + 1 >= len(sigmas):
-        return float(i)
-    hi, lo = sigmas[i], sigmas[i + 1]
-    if hi == lo:
-        return float(i)
-    return i + (hi - sigma) / (hi - lo)

@@ -96,7 +96,7 @@ def test_r_t_per_evaluation_over_the_selected_layers(host, layers, count):
         assert math.isfinite(r) and r > 0 and math.isfinite(r_restricted) and r_restricted > 0
         assert r == pytest.approx(e.negative[0] / e.positive[0])
     # Heun evaluates at σ_i, then at σ_{i+1} (which places it in step i+1, as the pack's windows do).
-    assert [e.step for e in evaluations] == [0, 1, 1, 2, 2, 3, 3]
+    assert [e.step for e in evaluations] == [1, 2, 2, 3, 3, 4, 4]  # numbered from 1
 
 
 def test_r_t_is_none_where_the_negative_is_not_evaluated(host):

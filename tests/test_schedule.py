@@ -182,3 +182,12 @@ class TestValidation:
 
     def test_unknown_values_are_not_checked(self):
         assert schedule.validate(self.node, None, None, None, None, None, None, None, None) is None
+
+
+def test_steps_are_numbered_from_one_and_extra_evaluations_sit_between():
+    sigmas = [10.0, 5.0, 2.0, 0.0]  # three steps
+    assert [schedule.step_number(sigmas, s) for s in (10.0, 7.0, 5.0, 2.0, 1.0, 0.0)] == [1, 1, 2, 3, 3, 3]
+    assert schedule.step_number(sigmas, 20.0) == 1  # above the first sigma: still the first step
+    assert schedule.step_position(sigmas, 10.0) == 1.0
+    assert schedule.step_position(sigmas, 7.5) == 1.5  # heun's midpoint-like evaluation, halfway to step 2
+    assert schedule.step_position(sigmas, 1.0) == 3.5

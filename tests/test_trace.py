@@ -122,7 +122,7 @@ def test_recorded_numbers_equal_independent_computation(host, route):
     evaluations = trace.last_run.evaluations
     assert len(evaluations) == len(tap.calls) == STEPS
     for i, (record, (sigma, preds)) in enumerate(zip(evaluations, tap.calls)):
-        assert record.step == i and record.index == i
+        assert record.step == i + 1 and record.index == i  # steps are numbered from 1
         assert record.sigma == pytest.approx(sigma) == pytest.approx(float(sigmas[i]))
         assert record.cond_scale == CFG
         inside = i / STEPS < end
