@@ -348,7 +348,11 @@ def test_dynamic_node_builds_settings_and_presets(host):
     assert custom == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9)
     paper = nodes.DynamicNegativeScale.execute("Stable Diffusion (paper)", 1.5, 0.2, 0.5, 0.0, 0.9).result[0]
     assert paper.prior == 0.01 and paper.strength == 20.0 and paper.method == "published"
-    assert "prior must lie strictly between 0 and 1" in nodes.DynamicNegativeScale.validate_inputs(prior=1.0)
+    assert nodes.DynamicNegativeScale.validate_inputs(preset="none").startswith("DynamicNegativeScale: preset")
+    with pytest.raises(ValueError, match="DynamicNegativeScale: prior must lie between 0.0001 and 0.99, got 1.0"):
+        nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 1.0, 1.0, 0.0, 0.9)  # as a link would bring it
+    with pytest.raises(ValueError, match=r"DynamicNegativeScale: prior \(0.95\) must not be greater than p_max"):
+        nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.95, 1.0, 0.0, 0.9)
     with pytest.raises(ValueError, match="DynamicNegativeScale: p_max"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 1.5)
 
