@@ -17,14 +17,15 @@ Settings (s⁺ = cfg, s⁻ = neg_scale; steps numbered from 1, ranges inclusive)
   (b) full three-way window: s⁻ = 3                             -> y, ỹ, ∅ every step         (3 passes)
   (c) research window: s⁻ = 3 on steps 6–15 of 30               -> 10 steps × 3, 20 steps × 2
   (d) s⁺ = 1 with a late negative: s⁻ = 3 on steps 16–30 of 30  -> 15 steps × 1, 15 steps × 3
-  (c) once more with the guidance trace connected, and once with the r_t probe connected.
+  (c) once more with the guidance trace connected, once with the r_t probe connected, and once with the main
+  negative's scale dynamic (DynamicNegativeScale at its defaults).
 With other step counts the windows keep their share of the run.
 
 Timing: every method runs once per round, in a new random order each round; a GPU is synchronised only before
 and after each whole run. Per round, each method's wall time is divided by its reference's in the same round
 (paired ratios: a machine that is slower for a while slows both): ComfyUI's guiders against DualCFGGuider; a pack
 setting against the stock guiders with the same pass pattern (steps needing 3 passes at DualCFGGuider's time per
-step, 2 at CFGGuider's with cfg 6, 1 at CFGGuider's with cfg 1, all from the same round); the trace and probe rows
+step, 2 at CFGGuider's with cfg 6, 1 at CFGGuider's with cfg 1, all from the same round); the trace, probe and dynamic rows
 against the same setting without them. Reported: the median and interquartile range of these ratios, and the
 ratio of the fastest runs. Peak memory: torch.cuda.max_memory_allocated on CUDA, torch.profiler's CPU allocator
 events on the CPU, above what was allocated when the run started, in an untimed run.
@@ -49,6 +50,8 @@ import support  # noqa: E402  (tests/support.py: finds ComfyUI, loads the pack a
 CFG = 6.0
 NEG_SCALE = 3.0
 SEED = 1
+# What the diagnostic and dynamic rows add to setting (c), in the table's first column.
+ADDED_LABELS = {"c+trace": " + trace", "c+probe": " + r_t probe", "c+dynamic": " + dynamic scale"}
 POSITIVE_TEXT, NEGATIVE_TEXT = "a woman in a garden, photo", "glasses, blurry"
 
 TINY_UNET = {
@@ -214,11 +217,11 @@ def main():
         return lambda: classes.NegativeGuidanceGuider.execute(model, positive, negative, cfg, neg_scale, start, end,
                                                               "steps", "hard", 0.0, empty=empty).result[0]
 
-    def pack_patch(cfg, neg_scale, start=0.0, end=1.0, base=None, traced=False):
+    def pack_patch(cfg, neg_scale, start=0.0, end=1.0, base=None, traced=False, dynamic=None):
         def make():
             trace = trace_nodes.NegativeGuidanceTrace.execute().result[0] if traced else None
             patched = classes.NegativeGuidance.execute(base or model, neg_scale, start, end, "steps", "hard", 0.0,
-                                                       empty=empty, trace=trace).result[0]
+                                                       empty=empty, trace=trace, dynamic=dynamic).result[0]
             return custom.CFGGuider.execute(patched, positive, negative, cfg).result[0]
         return make
 
@@ -258,6 +261,10 @@ def main():
                           pack_patch(**settings["c"][1], traced=True), base_c.label + "|c"))
     methods.append(Method(patch_label + ", r_t probe connected", "c+probe",
                           pack_patch(**settings["c"][1], base=probed_model), base_c.label + "|c"))
+    # The dynamic negative's own work (its per-sample filter) on the same window and passes.
+    dynamic_settings = support.pack_module("nodes.dynamic").DynamicNegative()
+    methods.append(Method(patch_label + ", dynamic scale", "c+dynamic",
+                          pack_patch(**settings["c"][1], dynamic=dynamic_settings), base_c.label + "|c"))
 
     def run(method):
         guider = method.make_guider()
@@ -332,7 +339,7 @@ def main():
             setting, fewest = "ComfyUI", ""
         else:
             key = method.setting.split("+")[0]
-            setting = settings[key][0] + {"c+trace": " + trace", "c+probe": " + r_t probe"}.get(method.setting, "")
+            setting = settings[key][0] + ADDED_LABELS.get(method.setting, "")
             fewest = str(sum(p * count for p, count in zip((1, 2, 3), settings[key][2])) * options.batch)
         against = reference_names.get(method.reference, "same without")
         lines.append(
@@ -360,8 +367,8 @@ def main():
         "- paired ratio: this row's wall time over its reference's in the same round, median and interquartile "
         "range over the rounds. Against: DualCFGGuider for ComfyUI's guiders; for the pack, ComfyUI's guiders with "
         "the same pass pattern (steps needing 3 passes at DualCFGGuider's time per step, 2 at CFGGuider's with "
-        "cfg 6, 1 at CFGGuider's with cfg 1, same round); for the trace and probe rows, the same setting and route "
-        "without them.",
+        "cfg 6, 1 at CFGGuider's with cfg 1, same round); for the trace, probe and dynamic rows, the same setting and "
+        "route without them.",
         "- ratio of fastest runs: this row's fastest run over its reference's fastest.",
         "- peak memory: " + ("torch.cuda.max_memory_allocated" if on_gpu else
                              "torch.profiler CPU allocator events (profile_memory)")
