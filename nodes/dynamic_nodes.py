@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import dynamic
+from . import dynamic, schedule
 
 DynamicNegativeSettings = io.Custom("NEGATIVE_GUIDANCE_DYNAMIC")
 CUSTOM = "custom (the inputs below)"
@@ -81,9 +81,7 @@ class DynamicNegativeScale(io.ComfyNode):
     def validate_inputs(cls, preset=None):
         # Only the preset (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
         # this function takes and stops checking those inputs' min/max, so the numbers are checked in execute.
-        if preset is not None and preset not in PRESET_NAMES:
-            return f"{NODE}: preset must be one of {', '.join(PRESET_NAMES)}, got '{preset}'."
-        return True
+        return schedule.choice_problem(NODE, "preset", preset, PRESET_NAMES) or True
 
     @classmethod
     def execute(cls, preset, strength, prior, temperature, offset, p_max) -> io.NodeOutput:

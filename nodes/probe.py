@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import schedule
-from .trace import LatentRuns, executing_prompt, runs_for
+from .trace import DeferredRun, LatentRuns, executing_prompt, runs_for
 
 log = logging.getLogger("comfyui-negative-guidance")
 
@@ -162,21 +162,9 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-@dataclass(eq=False)
-class ProbeRun:
-    sigmas: list
-    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
-    sampler_node: str | None = None
-    pending: list = field(default_factory=list, repr=False)  # LiveEvaluation, not yet read
-    recorded: list = field(default_factory=list, repr=False)  # ProbeEvaluation
-
-    @property
-    def evaluations(self) -> list:
-        """The evaluations in order (reading converts the ones recorded since the last read, in one transfer)."""
-        if self.pending:
-            pending, self.pending = self.pending, []
-            self.recorded.extend(self._finish(pending))
-        return self.recorded
+@dataclass(eq=False, kw_only=True)
+class ProbeRun(DeferredRun):
+    """One probed sampling run: LiveEvaluation while sampling, ProbeEvaluation once read."""
 
     def _finish(self, pending: list) -> list:
         flat = [t.reshape(-1).float() for live in pending
@@ -235,7 +223,7 @@ class AttentionProbe:
 
     def _start_run(self, sigmas: list) -> ProbeRun:
         prompt_id, node_id = executing_prompt()
-        self.runs.append(ProbeRun([float(s) for s in sigmas], prompt_id, node_id))
+        self.runs.append(ProbeRun(sigmas=[float(s) for s in sigmas], prompt_id=prompt_id, sampler_node=node_id))
         return self.runs[-1]
 
     def attn2_patch(self, n, context, value, extra_options):

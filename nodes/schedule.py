@@ -362,6 +362,14 @@ def percent_progress_map(edge_sigma: Callable[[float], float], grid_sigma: Calla
     return ProgressMap(progress, [table[p] for p in progress])
 
 
+def choice_problem(node: str, name: str, value, options) -> str | None:
+    """The sentence for a choice input whose value is not one of its options, or None (also when unknown).
+    ComfyUI 0.3.75 does not check a V3 combo's value itself, so every node checks its own."""
+    if value is None or value in options:
+        return None
+    return f"{node}: {name} must be one of {', '.join(options)}, got '{value}'."
+
+
 def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
              empty_connected: bool | None, *, follows_cfg: bool = True) -> str | None:
     """The first problem with a node's inputs as a sentence naming the node and the input, or None.
@@ -380,10 +388,10 @@ def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, r
         if value is not None and not low <= value <= high:
             return f"{node}: {name} must lie between {format_number(low)} and {format_number(high)}" \
                    f"{BOUND_NOTES[name] if follows_cfg or name != 'neg_scale' else ''}, got {format_number(value)}."
-    if window_unit is not None and window_unit not in WINDOW_UNITS:
-        return f"{node}: window_unit must be one of {', '.join(WINDOW_UNITS)}, got '{window_unit}'."
-    if ramp is not None and ramp not in RAMPS:
-        return f"{node}: ramp must be one of {', '.join(RAMPS)}, got '{ramp}'."
+    problem = (choice_problem(node, "window_unit", window_unit, WINDOW_UNITS)
+               or choice_problem(node, "ramp", ramp, RAMPS))
+    if problem:
+        return problem
     if neg_start is not None and neg_end is not None and neg_start > neg_end:
         return (f"{node}: neg_start ({format_number(neg_start)}) must not be greater than neg_end "
                 f"({format_number(neg_end)}); the negative acts from neg_start to neg_end.")

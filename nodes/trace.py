@@ -75,28 +75,42 @@ class EvaluationRecord:
         return self.negative_scales[0]
 
 
-@dataclass(eq=False)
-class RunRecord:
-    """One sampling run: its settings, scheduled sigmas and the evaluations in order."""
+@dataclass(eq=False, kw_only=True)
+class DeferredRun:
+    """One sampling run whose numbers stay on the model's device while it samples: `pending` holds them, and the
+    first read of `evaluations` brings everything recorded since the last read to the host in one transfer, so
+    recording never makes the CPU wait for the GPU (the trace's and the probe's runs)."""
+
+    sigmas: list
+    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
+    sampler_node: str | None = None  # the node that sampled it
+    pending: list = field(default_factory=list, repr=False)  # not yet read
+    recorded: list = field(default_factory=list, repr=False)  # read: host values
+
+    @property
+    def evaluations(self) -> list:
+        """The evaluations in order."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.recorded.extend(self._finish(pending))
+        return self.recorded
+
+    def _finish(self, pending: list) -> list:
+        raise NotImplementedError
+
+
+@dataclass(eq=False, kw_only=True)
+class RunRecord(DeferredRun):
+    """One sampling run of the guidance: its settings, scheduled sigmas and the evaluations (EvaluationRecord)."""
 
     cfg: float
     neg_scale: float  # s⁻ itself ("follow cfg" resolved)
     window: dict
     window_unit: str
     extra_negatives: int
-    sigmas: list
-    prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
-    sampler_node: str | None = None  # the node that sampled it
-    pending: list = field(default_factory=list, repr=False)  # PendingEvaluation, not yet read
-    recorded: list = field(default_factory=list, repr=False)  # EvaluationRecord
 
-    @property
-    def evaluations(self) -> list:
-        """The evaluations in order (reading converts the ones recorded since the last read, in one transfer)."""
-        if self.pending:
-            pending, self.pending = self.pending, []
-            self.recorded.extend(finish(pending, self.sigmas, len(self.recorded)))
-        return self.recorded
+    def _finish(self, pending: list) -> list:
+        return finish(pending, self.sigmas, len(self.recorded))
 
     def to_dict(self) -> dict:
         return {"cfg": self.cfg, "neg_scale": self.neg_scale, "window": self.window, "window_unit": self.window_unit,

@@ -19,6 +19,7 @@ import comfy.patcher_extension
 from comfy_api.latest import io, ui
 
 from . import probe as probe_lib
+from . import schedule
 from .trace import GuidanceTrace, render_run
 
 log = logging.getLogger("comfyui-negative-guidance")
@@ -82,9 +83,7 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
     def validate_inputs(cls, x_axis=None):
         # ComfyUI 0.3.75 does not check a V3 combo's value itself. One input only: ComfyUI shows the sentence once
         # per input this function takes.
-        if x_axis is not None and x_axis not in X_AXES:
-            return f"NegativeGuidanceTracePlot: x_axis must be one of {', '.join(X_AXES)}, got '{x_axis}'."
-        return True
+        return schedule.choice_problem("NegativeGuidanceTracePlot", "x_axis", x_axis, X_AXES) or True
 
     @classmethod
     def execute(cls, trace, latent, x_axis="step") -> io.NodeOutput:
@@ -140,9 +139,7 @@ class NegativeGuidanceProbe(io.ComfyNode):
         # Only `layers` (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI shows the sentence once per input
         # this function takes, and checks min/max (map_size) only of inputs it does not take. Empty or unknown words
         # are refused when the node runs (probe.find_word), naming the input.
-        if layers is not None and layers not in probe_lib.LAYER_RULES:
-            return f"NegativeGuidanceProbe: layers must be one of {', '.join(probe_lib.LAYER_RULES)}, got '{layers}'."
-        return True
+        return schedule.choice_problem("NegativeGuidanceProbe", "layers", layers, probe_lib.LAYER_RULES) or True
 
     @classmethod
     def execute(cls, model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
