@@ -2,7 +2,7 @@
 
 Starts the pinned ComfyUI server (main.py --cpu on a free loopback port) with this pack installed and the
 test-only tiny-model checkpoint node linked in, queues example workflow 1 (SD1.5, KSampler + NegativeGuidance,
-negative prompt on steps 5-15 of 30) through /prompt with tiny random-weight models in place of the checkpoint,
+negative prompt on steps 6-15 of 30) through /prompt with tiny random-weight models in place of the checkpoint,
 and writes the image and a printout of the schedule under out/demo/. No model download, no GPU, no browser.
 The image is noise-like: the weights are random. With a real checkpoint, load workflows/ in ComfyUI instead.
 """
@@ -34,11 +34,11 @@ def schedule_table(patch_inputs: dict, sampler_inputs: dict) -> list[str]:
     steps = sampler_inputs["steps"]
     lines = [f"cfg (s+) = {settings.cfg}, neg_scale = {patch_inputs['neg_scale']} -> s- = {settings.negative_scale}",
              f"window [{window.start}, {window.end}) in {patch_inputs['window_unit']}, ramp {window.ramp}",
-             "step  progress  w     s-*w"]
+             "step  progress  w     s-*w   (steps numbered from 1; progress = fraction of steps done before it)"]
     for step in range(steps):
         weight = window.weight(step / steps)
         bar = "#" * round(weight * 20)
-        lines.append(f"{step:4d}  {step / steps:8.4f}  {weight:4.2f}  {settings.negative_scale * weight:5.2f}  {bar}")
+        lines.append(f"{step + 1:4d}  {step / steps:8.4f}  {weight:4.2f}  {settings.negative_scale * weight:5.2f}  {bar}")
     return lines
 
 
