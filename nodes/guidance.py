@@ -230,11 +230,9 @@ class GuidancePlan:
         for term in settings.extra_negatives:
             if problem:
                 break
-            if not term.scale >= 0:
-                problem = f"ExtraNegative: neg_scale must be 0 or more, got {term.scale}."
-            else:
-                problem = schedule.validate("ExtraNegative", None, term.scale, term.window.start, term.window.end,
-                                            term.window_unit, term.window.ramp, term.window.ramp_width, None)
+            problem = schedule.validate("ExtraNegative", None, term.scale, term.window.start, term.window.end,
+                                        term.window_unit, term.window.ramp, term.window.ramp_width, None,
+                                        follows_cfg=False)
         return problem
 
     def begin_run(self, settings: schedule.GuidanceSettings, model_patcher, sigmas, node: str) -> RunSchedule:
