@@ -100,8 +100,9 @@ def test_ordinary_negative_at_cfg_one_is_positive_only(results):
 
 
 def test_patch_and_guider_routes_agree(results):
-    torch.testing.assert_close(results["three-way s⁺ 1, s⁻ 1 (guider)"][0], results["three-way s⁺ 1, s⁻ 1"][0],
-                               rtol=1e-5, atol=1e-5)
+    # The same arithmetic on two routes: equal up to rounding, relative to the samples' scale (an elementwise
+    # tolerance would depend on BLAS threading).
+    support.assert_close_to_scale(results["three-way s⁺ 1, s⁻ 1 (guider)"][0], results["three-way s⁺ 1, s⁻ 1"][0])
 
 
 def test_model_is_the_exact_denoiser(bench):
