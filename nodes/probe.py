@@ -38,13 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from . import schedule
-from .trace import DeferredRun, LatentRuns, executing_prompt, runs_for
+from .trace import MAX_RUNS, DeferredRun, LatentRuns, executing_prompt, mean, runs_for
 
 log = logging.getLogger("comfyui-negative-guidance")
 
 LAYER_RULES = ("non_middle", "all")
 POSITIVE_CHUNK, NEGATIVE_CHUNK = 0, 1
-MAX_RUNS = 16
 WRAPPER_KEY = "negative_guidance_probe"
 
 
@@ -131,9 +130,9 @@ class ProbeEvaluation:
     def to_dict(self) -> dict:
         return {"index": self.index, "step": self.step, "sigma": self.sigma, "layers": self.layers,
                 "r_t": self.ratio(False), "r_t_word_restricted": self.ratio(True),
-                "positive_norm_sum": _mean(self.positive), "negative_norm_sum": _mean(self.negative),
-                "positive_norm_sum_word_restricted": _mean(self.positive_restricted),
-                "negative_norm_sum_word_restricted": _mean(self.negative_restricted)}
+                "positive_norm_sum": mean(self.positive), "negative_norm_sum": mean(self.negative),
+                "positive_norm_sum_word_restricted": mean(self.positive_restricted),
+                "negative_norm_sum_word_restricted": mean(self.negative_restricted)}
 
 
 SUMS = ("positive", "negative", "positive_restricted", "negative_restricted")
@@ -156,10 +155,6 @@ class LiveEvaluation:
             self.sums[name] = values
         elif current.shape == values.shape:
             self.sums[name] = current + values
-
-
-def _mean(values):
-    return sum(values) / len(values) if values else None
 
 
 @dataclass(eq=False, kw_only=True)

@@ -194,11 +194,6 @@ class StepCoefficients:
     limit_blends: tuple | None = None
 
     @property
-    def negative(self) -> float:
-        """s of the main negative."""
-        return self.negatives[0]
-
-    @property
     def positive_weight(self) -> float:
         return self.cond_scale
 

@@ -124,8 +124,9 @@ def _per_sample(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(dtype).reshape(t.shape[0], -1)
 
 
-def _mean(values: list) -> float:
-    return sum(values) / len(values)
+def mean(values: list) -> float | None:
+    """The plain mean of host numbers; None for none (a probe branch that was never evaluated)."""
+    return sum(values) / len(values) if values else None
 
 
 @dataclass
@@ -207,25 +208,25 @@ def _record(index: int, sigmas: list, p: PendingEvaluation, sums: dict) -> Evalu
     positive, negative = sums.get("positive"), sums.get("negative")
     cosine = ratio = None
     if "dot" in sums and all(v != 0 for v in positive) and all(v != 0 for v in negative):
-        cosine = _mean([d / (a * b) for d, a, b in zip(sums["dot"], positive, negative)])
+        cosine = mean([d / (a * b) for d, a, b in zip(sums["dot"], positive, negative)])
     if "negative_term" in sums:
         bottom = [abs(p.cond_scale) * v for v in positive]
         if all(v != 0 for v in bottom):
-            ratio = _mean([t / b for t, b in zip(sums["negative_term"], bottom)])
+            ratio = mean([t / b for t, b in zip(sums["negative_term"], bottom)])
     terms = range(len(p.negative_scales))
     dynamic_p = tuple(sums.get(f"dynamic_p_{i}") for i in terms)
     dynamic_scales = tuple(sums.get(f"dynamic_scale_{i}") for i in terms)
-    negative_scales = tuple(_mean(d) if d is not None else s for s, d in zip(p.negative_scales, dynamic_scales))
+    negative_scales = tuple(mean(d) if d is not None else s for s, d in zip(p.negative_scales, dynamic_scales))
     if not any(d is not None for d in dynamic_p):
         dynamic_p = dynamic_scales = ()
     return EvaluationRecord(
         index=index, step=schedule.step_number(sigmas, sigma), sigma=sigma, cond_scale=p.cond_scale,
         negative_scales=negative_scales, evaluated=p.evaluated, passes=len(p.evaluated),
         dynamic_p=dynamic_p, dynamic_scales=dynamic_scales,
-        positive_norm=_mean(positive) * scale if positive is not None else None,
-        negative_norm=_mean(negative) * scale if negative is not None else None,
+        positive_norm=mean(positive) * scale if positive is not None else None,
+        negative_norm=mean(negative) * scale if negative is not None else None,
         cosine=cosine, ratio=ratio,
-        cond_minus_negative_norm=(_mean(sums["cond_minus_negative"]) * scale
+        cond_minus_negative_norm=(mean(sums["cond_minus_negative"]) * scale
                                   if "cond_minus_negative" in sums else None))
 
 
@@ -356,7 +357,10 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
         top.step(xs, [e.negative_scales[i] if i < len(e.negative_scales) else 0.0 for e in evaluations],
                  where="post", label=f"extra negative {i}", linestyle="--")
     top.set_ylabel("scale")
-    top.set_title(f"Negative guidance trace: cfg {run.cfg:g}, neg_scale {run.neg_scale:g}, "
+    # A dynamic main negative's neg_scale is a stand-in (its scale is per sample, in the fourth panel).
+    main_is_dynamic = any(e.dynamic_p and e.dynamic_p[0] is not None for e in evaluations)
+    neg_scale = "dynamic" if main_is_dynamic else f"{run.neg_scale:g}"
+    top.set_title(f"Negative guidance trace: cfg {run.cfg:g}, neg_scale {neg_scale}, "
                   f"window {run.window['start']:g}-{run.window['end']:g} ({run.window_unit})")
     passes = top.twinx()
     passes.plot(xs, [e.passes for e in evaluations], "k.", markersize=3, label="passes")
@@ -406,7 +410,7 @@ def _dynamic_panel(ax, xs, evaluations):
         at = [r[0] for r in rows]
         for axis, values, colour, label in ((ax, [r[1] for r in rows], "tab:orange", f"p ({name})"),
                                             (scales_axis, [r[2] for r in rows], "tab:red", f"s⁻·w ({name})")):
-            axis.plot(at, [_mean(v) for v in values], color=colour, label=label + ", mean",
+            axis.plot(at, [mean(v) for v in values], color=colour, label=label + ", mean",
                       linestyle="-" if i == 0 else "--")
             axis.fill_between(at, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.15)
     ax.set_ylim(0.0, 1.0)

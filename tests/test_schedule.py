@@ -64,7 +64,7 @@ class TestCoefficients:
         for cfg, s in ((7.0, 6.0), (7.0, 2.5), (1.0, 3.0), (5.0, 0.0), (1.0, 0.0)):
             k = schedule.StepCoefficients(cfg, (s,))
             expected = e + cfg * (c - e) - s * (n - e)
-            assert k.positive_weight * c - k.negative * n + k.empty_weight * e == pytest.approx(expected)
+            assert k.positive_weight * c - k.negatives[0] * n + k.empty_weight * e == pytest.approx(expected)
 
     def test_blend_makes_each_step_plain_cfg(self):
         c, n, e = 0.7, -1.3, 0.2
