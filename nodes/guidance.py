@@ -44,10 +44,19 @@ class RunSchedule:
     dynamic: DynamicRun | None = None  # the run's dynamic negative scales, if any negative has one
     _settings_by_cfg: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def coefficients(self, sigma: float, cfg: float | None = None) -> schedule.StepCoefficients:
-        """One evaluation's coefficients; `cfg`, when given, is s⁺ as it stands now (the run started at
-        settings.cfg)."""
+    @property
+    def reads_sigma(self) -> bool:
+        """Whether an evaluation needs its sigma as a number: a window that opens or closes during the run, or a
+        dynamic scale. Otherwise the coefficients are the same at every evaluation and the pack makes no host–device
+        synchronisation while sampling (a stock euler run makes none)."""
+        return self.dynamic is not None or self.settings.constant_weights() is None
+
+    def coefficients(self, sigma: float | None, cfg: float | None = None) -> schedule.StepCoefficients:
+        """One evaluation's coefficients (`sigma` None: a run whose windows never change, see reads_sigma); `cfg`,
+        when given, is s⁺ as it stands now (the run started at settings.cfg)."""
         settings = self.settings if cfg is None or cfg == self.settings.cfg else self._at_cfg(cfg)
+        if sigma is None:
+            return settings.at(settings.constant_weights())
         weights = [term.window.weight(progress_map.progress(sigma))
                    for term, progress_map in zip(settings.terms, self.progress_maps)]
         return settings.at(weights)
@@ -266,7 +275,8 @@ def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
     (a PREDICT_NOISE wrapper such as ComfyUI's CFGOverride may change guider.cfg for some evaluations)."""
     conds = guider.conds
     negatives = [conds.get("negative"), *(conds.get(EXTRA_KEY.format(i)) for i in range(len(run.settings.extra_negatives)))]
-    sigma = current_sigma(timestep)
+    # The sigma as a number costs a host–device synchronisation: read it only where the coefficients depend on it.
+    sigma = current_sigma(timestep) if run.reads_sigma else None
     return predict(guider.inner_model, conds.get("positive"), negatives, conds.get(EMPTY_KEY),
                    run.coefficients(sigma, float(guider.cfg)), x, timestep, model_options, node,
                    run.sequential, run.observer, run.dynamic, sigma)

@@ -168,6 +168,13 @@ class GuidanceSettings:
         return StepCoefficients(self.cfg, tuple(term.scale * w for term, w in zip(self.terms, window_weights)),
                                 limit_blends)
 
+    def constant_weights(self) -> tuple | None:
+        """Each term's window weight when no window opens or closes during sampling (every window full or empty),
+        so that every evaluation has the same coefficients; None when they depend on the sigma."""
+        if all(term.window.is_full or term.window.is_empty for term in self.terms):
+            return tuple(0.0 if term.window.is_empty else 1.0 for term in self.terms)
+        return None
+
     def needs_empty(self) -> bool:
         """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
         active = [t for t in self.terms if not is_zero(t.scale, self.cfg) and not t.window.is_empty]

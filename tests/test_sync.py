@@ -5,8 +5,9 @@ in an `if`, ...) and every operation whose output size depends on the data makes
 caught up; ComfyUI's own sampling loop makes none per model evaluation, so the CPU queues work ahead. Here the
 sampler hands the model a timestep and a latent of a tensor subclass that counts such conversions; everything
 computed from them (the predictions, the attention inputs the probe reads) is of the subclass too, so the
-pack's conversions are counted wherever they happen. The pack may read the sigma once per evaluation (its
-windows need it as a number, as ComfyUI's own timestep ranges do); the trace and the r_t probe add nothing while
+pack's conversions are counted wherever they happen. The pack may read the sigma once per evaluation where a
+window opens or closes during the run (its windows need it as a number, as ComfyUI's own timestep ranges do), and
+reads nothing where every window is full or empty; the trace and the r_t probe add nothing while
 sampling and convert once per run, when the run is read.
 """
 
@@ -113,8 +114,25 @@ def test_stock_cfg_guider_makes_none(host):
 
 
 def test_counter_sees_a_sigma_read(host):
-    """The pack reads the sigma once per evaluation: the counter sees a conversion of the timestep."""
+    """With a window that closes during the run the pack reads the sigma once per evaluation: the counter sees a
+    conversion of the timestep."""
     assert CountingEuler().sample(host, stock_guider(host, patched(host, host.model))) == [1] * STEPS
+
+
+@pytest.mark.parametrize("neg_scale, start, end", [(-1.0, 0.0, 1.0), (3.0, 0.0, 1.0), (3.0, 1.0, 1.0)],
+                         ids=["ordinary negative", "full three-way window", "empty window"])
+@pytest.mark.parametrize("route", ["patch", "guider"])
+def test_windows_that_never_change_read_no_sigma(host, route, neg_scale, start, end):
+    """Where no window opens or closes during sampling the coefficients are the same at every evaluation: the
+    pack makes no synchronisation at all, as the stock guider (on a GPU the CPU keeps queueing work ahead)."""
+    if route == "guider":
+        guider = pack().NegativeGuidanceGuider.execute(host.model, host.positive, host.negative, CFG, neg_scale,
+                                                       start, end, "steps", "hard", 0.0, empty=host.empty).result[0]
+    else:
+        model = pack().NegativeGuidance.execute(host.model, neg_scale, start, end, "steps", "hard", 0.0,
+                                                empty=host.empty).result[0]
+        guider = stock_guider(host, model)
+    assert CountingEuler().sample(host, guider) == [0] * STEPS
 
 
 @pytest.mark.parametrize("route", ["patch", "guider", "patch_sequential"])
