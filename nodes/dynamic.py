@@ -108,6 +108,30 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One model evaluation as every dynamic negative reads it, converted once: the sample and the ∅ prediction
+    flattened to (N, D) in variance-exploding units.
+
+    The state keeps it until the next evaluation, so `x` is never a view of the sampler's x, which a sampler may
+    change in place. The predictions are calc_cond_batch's fresh outputs of this evaluation, which nothing in the
+    pack writes to: they are kept as they are.
+    """
+
+    x: torch.Tensor  # x_ve, (N, D), owned
+    sigma: float  # σ in VE units (inf at a flow model's pure-noise point)
+    empty_pred: torch.Tensor  # D_∅, (N, D)
+    model_sigma: float  # σ in the model's own units
+
+    @classmethod
+    def of(cls, x: torch.Tensor, sigma: float, empty_pred: torch.Tensor, flow: bool) -> "Evaluation":
+        flat = _flat(x)
+        x_ve, sigma_ve = variance_exploding(flat, sigma, flow)
+        if x_ve.data_ptr() == x.data_ptr():  # a view of the sampler's x (not a flow model's x/(1 − σ), no cast)
+            x_ve = x_ve.detach().clone()
+        return cls(x_ve, sigma_ve, _flat(empty_pred), sigma)
+
+
 class DynamicNegativeState:
     """One negative's p along one run, one value per batch element. Create one per run (that is the reset)."""
 
@@ -120,10 +144,17 @@ class DynamicNegativeState:
     # ---- what guidance reads ----
 
     @property
-    def p(self) -> torch.Tensor:
-        if self.settings.method == "published":
-            return self.log_odds.exp()
-        return torch.sigmoid(self.log_odds)
+    def log_odds(self) -> torch.Tensor | None:
+        return self._log_odds
+
+    @log_odds.setter
+    def log_odds(self, value: torch.Tensor | None):
+        # p is computed here, once per change of log_odds, and read as often as needed.
+        self._log_odds = value
+        if value is None:
+            self.p = None
+        else:
+            self.p = value.exp() if self.settings.method == "published" else torch.sigmoid(value)
 
     def scale(self) -> torch.Tensor:
         """s⁻ = λ·p/(1 − p) per batch element, (N,)."""
@@ -136,16 +167,20 @@ class DynamicNegativeState:
                ) -> torch.Tensor:
         """Take in one evaluation (the sample x at `sigma`, model units, and the denoised predictions of ∅ and ỹ
         there) and return s⁻ per batch element for this evaluation."""
-        x_ve, sigma_ve = variance_exploding(_flat(x), sigma, self.flow)
-        current = (x_ve, sigma_ve, _flat(empty_pred), _flat(negative_pred), sigma)
+        return self.update_from(Evaluation.of(x, sigma, empty_pred, self.flow), negative_pred)
+
+    def update_from(self, evaluation: Evaluation, negative_pred: torch.Tensor) -> torch.Tensor:
+        """`update` with the evaluation already converted (DynamicRun converts it once for all its negatives)."""
+        x_ve, sigma_ve = evaluation.x, evaluation.sigma
+        current = (x_ve, sigma_ve, evaluation.empty_pred, _flat(negative_pred), evaluation.model_sigma)
         previous = self._previous
         if self.log_odds is None or self.log_odds.shape[0] != x_ve.shape[0]:
             self.log_odds = self._start(*current[:4])
         elif previous is not None and previous[0].shape == x_ve.shape:
             if sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
-                self.log_odds = self._clip(self.log_odds + self._kernel_evidence(previous, current))
+                self.log_odds = self._clip(self.log_odds + self._kernel_evidence(previous, current, self.p))
             elif sigma_ve <= previous[1] * (1.0 + SAME_SIGMA):
-                self.log_odds = self._clip(self.log_odds + self._path_evidence(previous, current))
+                self.log_odds = self._clip(self.log_odds + self._path_evidence(previous, current, self.p))
             # A higher sigma (the sampler re-noised): keep p, restart the chain from here.
         self._previous = current
         return self.scale()
@@ -178,8 +213,9 @@ class DynamicNegativeState:
         p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
         return self._clip(torch.log(p) - torch.log1p(-p))
 
-    def _kernel_evidence(self, previous, current) -> torch.Tensor:
-        """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset."""
+    def _kernel_evidence(self, previous, current, p) -> torch.Tensor:
+        """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset. `p`: p(ỹ | x_a), the
+        state's p before this evaluation."""
         x_a, sigma_a, empty_a, negative_a, _ = previous
         x_b, sigma_b, _, _, sigma_b_model = current
         s = self.settings
@@ -189,7 +225,7 @@ class DynamicNegativeState:
         # d = μ_other − μ_ỹ, with μ_other = μ_¬ỹ (mixture) or μ_∅ (published).
         d = (1.0 - ratio) * (empty_a - negative_a)
         if s.method == "mixture":
-            d = d / (1.0 - torch.sigmoid(self.log_odds))[:, None]
+            d = d / (1.0 - p)[:, None]
         # ‖x_b − μ_ỹ‖² − ‖x_b − μ_other‖² = d·(2(x_b − μ_ỹ) − d), without cancelling two large norms.
         difference = (d * (2.0 * (x_b - mean_negative) - d)).sum(dim=1)
         evidence = -s.temperature * difference / (2.0 * variance)
@@ -198,46 +234,46 @@ class DynamicNegativeState:
             evidence = evidence + s.offset / (2.0 * variance * model_scale_sq)
         return evidence
 
-    def _path_evidence(self, previous, current) -> torch.Tensor:
-        """τ·∫∇log-odds·dx from x_a to x_b at one σ (trapezoid rule): ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p))."""
+    def _path_evidence(self, previous, current, p) -> torch.Tensor:
+        """τ·∫∇log-odds·dx from x_a to x_b at one σ (trapezoid rule): ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p)). `p`: the
+        state's p before this evaluation."""
         x_a, sigma, empty_a, negative_a, _ = previous
         x_b, _, empty_b, negative_b, _ = current
         if not math.isfinite(sigma):
             return torch.zeros_like(self.log_odds)
         gradient = (negative_a - empty_a + negative_b - empty_b) / (2.0 * sigma ** 2)
         if self.settings.method == "mixture":
-            gradient = gradient / (1.0 - torch.sigmoid(self.log_odds))[:, None]
+            gradient = gradient / (1.0 - p)[:, None]
         return self.settings.temperature * (gradient * (x_b - x_a)).sum(dim=1)
 
 
 class DynamicRun:
     """The dynamic negatives of one run: one state per negative term, main negative first (None: a constant scale).
 
-    For a dynamic term the guidance settings carry scale 1, so that its coefficient sᵢ is its window weight wᵢ(t)
-    and it is evaluated exactly where the window is open; `scales` turns wᵢ into wᵢ·s⁻ᵢ(x, t).
+    Each evaluation, `factors` gives every acting dynamic negative's factor fᵢ = λ·p/(1 − p) per sample, which
+    StepCoefficients.with_factors multiplies into that negative's coefficient wᵢ(t).
     """
 
     def __init__(self, settings_per_term, flow: bool = False):
+        self.flow = flow
         self.states = tuple(DynamicNegativeState(s, flow) if s is not None else None for s in settings_per_term)
-        self.last = ()  # per term: (p, wᵢ·s⁻ᵢ) of the latest evaluation, (N,) tensors, or None
+        self.probabilities = ()  # per term: p of the latest evaluation, (N,), or None
 
-    def needs_empty(self, need_negatives) -> bool:
-        """A dynamic term that acts needs eps(∅) (its p is tracked from it), whatever the coefficients say."""
-        return any(state is not None and need for state, need in zip(self.states, need_negatives))
-
-    def scales(self, x, sigma: float, negatives, need_negatives, empty_pred, negative_preds) -> tuple:
-        """Each term's coefficient for this evaluation: its float for a constant term, wᵢ·s⁻ᵢ per sample, shaped
-        (N, 1, …) to multiply a prediction, for a dynamic one."""
-        scales, last = [], []
-        for state, weight, need, prediction in zip(self.states, negatives, need_negatives, negative_preds):
-            if state is None or not need:
+    def factors(self, x, sigma: float, acting, empty_pred, negative_preds) -> tuple:
+        """Per term, fᵢ = λ·p/(1 − p) per sample, (N,), where `acting` (StepCoefficients.needs_factors) says the
+        term's factor is used at this evaluation, else None. The evaluation is converted once for all of them."""
+        evaluation = None
+        factors, probabilities = [], []
+        for state, act, prediction in zip(self.states, acting, negative_preds):
+            if state is None or not act:
                 if state is not None:
                     state.skip()
-                scales.append(weight if state is None else 0.0)
-                last.append(None)
+                factors.append(None)
+                probabilities.append(None)
                 continue
-            scale = weight * state.update(x, sigma, empty_pred, prediction)
-            last.append((state.p, scale))
-            scales.append(scale.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1))))
-        self.last = tuple(last)
-        return tuple(scales)
+            if evaluation is None:
+                evaluation = Evaluation.of(x, sigma, empty_pred, self.flow)
+            factors.append(state.update_from(evaluation, prediction))
+            probabilities.append(state.p)
+        self.probabilities = tuple(probabilities)
+        return tuple(factors)

@@ -43,6 +43,7 @@ class RunSchedule:
     observer: object = None
     dynamic: DynamicRun | None = None  # the run's dynamic negative scales, if any negative has one
     _settings_by_cfg: dict = field(default_factory=dict, compare=False, repr=False)
+    _conditionings: list = field(default_factory=list, compare=False, repr=False)  # [guider conds, looked up]
 
     @property
     def reads_sigma(self) -> bool:
@@ -61,6 +62,15 @@ class RunSchedule:
                    for term, progress_map in zip(settings.terms, self.progress_maps)]
         return settings.at(weights)
 
+    def conditionings(self, conds: dict) -> tuple:
+        """(positive, negatives, empty) from a guider's processed conditionings, main negative first: looked up
+        once per run (the guider processes its conditionings once, before the first evaluation)."""
+        cache = self._conditionings
+        if not cache or cache[0] is not conds:
+            extras = (conds.get(EXTRA_KEY.format(i)) for i in range(len(self.settings.extra_negatives)))
+            cache[:] = [conds, (conds.get("positive"), [conds.get("negative"), *extras], conds.get(EMPTY_KEY))]
+        return cache[1]
+
     def _at_cfg(self, cfg: float) -> schedule.GuidanceSettings:
         cache = self._settings_by_cfg
         if cfg not in cache:
@@ -74,10 +84,10 @@ def host_copy(model_sampling):
     return copy.deepcopy(model_sampling).to("cpu")
 
 
-def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.Tensor, host_sampling
+def progress_map_for(term: schedule.NegativeTerm, model_patcher, run_sigmas: list, host_sampling
                      ) -> schedule.ProgressMap:
     if term.window_unit == "steps":
-        return schedule.steps_progress_map(sigmas.tolist())
+        return schedule.steps_progress_map(run_sigmas)
     if term.window_unit == "timestep_percent":
         model_sampling = model_patcher.get_model_object("model_sampling")
         return schedule.percent_progress_map(model_sampling.percent_to_sigma, host_sampling.percent_to_sigma,
@@ -85,12 +95,12 @@ def progress_map_for(term: schedule.NegativeTerm, model_patcher, sigmas: torch.T
     return schedule.sigma_progress_map(float(host_sampling.sigma_min), float(host_sampling.sigma_max))
 
 
-def resolve_run(settings: schedule.GuidanceSettings, model_patcher, sigmas: torch.Tensor, sequential=False,
+def resolve_run(settings: schedule.GuidanceSettings, model_patcher, run_sigmas: list, sequential=False,
                 observer=None, dynamic=None) -> RunSchedule:
     host_sampling = None
     if any(term.window_unit != "steps" for term in settings.terms):
         host_sampling = host_copy(model_patcher.get_model_object("model_sampling"))
-    maps = tuple(progress_map_for(term, model_patcher, sigmas, host_sampling) for term in settings.terms)
+    maps = tuple(progress_map_for(term, model_patcher, run_sigmas, host_sampling) for term in settings.terms)
     return RunSchedule(settings, maps, sequential, observer, dynamic)
 
 
@@ -129,8 +139,8 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     What CFG hooks (sampler_cfg_function, pre/post-CFG functions, and so the CFG++ samplers and SAG, which read the
     unconditional prediction) receive: cond = eps(y), cond_scale = s⁺ and uncond = u*, the blended unconditional
     prediction that makes this evaluation plain CFG (StepCoefficients.blends; at s⁺ = 1 its limit, which for the
-    defaults is eps(ỹ), as in a stock KSampler at cfg 1). Where no u* exists (s⁺ = 1 with a negative of fixed
-    scale acting), they receive eps(∅), and the negative term is applied after them.
+    defaults is eps(ỹ), as in a stock KSampler at cfg 1). Where no u* exists (s⁺ = 1 with a negative of fixed or
+    dynamic scale acting), they receive eps(∅), and the negative term is applied after them.
 
     A conditioning whose coefficient is zero is not evaluated and comes back as zeros, as calc_cond_batch returns
     them. With `disable_cfg1_optimization` (set by the CFG++ samplers and SAG) the conditionings that u* is made
@@ -141,8 +151,6 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     if model_options.get("disable_cfg1_optimization", False):
         need_negatives = tuple(a or b for a, b in zip(need_negatives, coefficients.blend_needs_negatives))
         need_empty = need_empty or coefficients.blend_needs_empty
-    if dynamic is not None:
-        need_empty = need_empty or dynamic.needs_empty(need_negatives)
     if need_empty and empty is None:
         reason = ("the formula uses eps(∅)" if coefficients.needs_empty else
                   "the sampler or a model patch (CFG++ samplers, SAG) reads the unconditional prediction, here eps(∅)")
@@ -155,20 +163,18 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     cond_pred, empty_pred = outputs[0], outputs[2]
     negative_preds = [outputs[1], *outputs[3:]]
     negative_conds = [batch[1], *batch[3:]]
-    scales = coefficients.negatives
+    factors = ()
     if dynamic is not None:
-        # Dynamic negatives: sᵢ = wᵢ·λ·p/(1 − p) per sample, a tensor (N, 1, …) in place of a float.
+        # Dynamic negatives: fᵢ = λ·p/(1 − p) per sample, tracked from this evaluation's predictions.
         sigma = current_sigma(timestep) if sigma is None else sigma  # the caller's read: one sync, not two
-        scales = dynamic.scales(x, sigma, scales, need_negatives, empty_pred, negative_preds)
+        factors = dynamic.factors(x, sigma, coefficients.needs_factors, empty_pred, negative_preds)
+    scales, blends = coefficients.with_factors(factors)
     if observer is not None:
         observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred,
-                 *(() if dynamic is None else (dynamic.last,)))
+                 *(() if dynamic is None else (_dynamic_record(dynamic.probabilities, scales),)))
+    scales, blends = _per_sample(scales, x), _per_sample(blends, x)
 
     negative_term = None
-    blends = coefficients.blends
-    if dynamic is not None and blends is not None and coefficients.has_cfg_term:
-        blends = tuple(s / (coefficients.cond_scale - 1.0) if need else 0.0
-                       for s, need in zip(scales, coefficients.needs_negatives))
     if blends is not None:
         # Plain CFG against u* = e + Σ αᵢ(nᵢ − e): ComfyUI's cfg_function does the final combination, so
         # sampler_cfg_function / post-CFG patches see (cond, uncond = u*, cond_scale = s⁺).
@@ -182,7 +188,7 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
                       *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if _acts(alpha))]
         uncond = next((c for c in candidates if c is not None), None)
     else:
-        # s⁺ = 1 with a fixed negative acting: no CFG term and no u*. The hooks see eps(∅) as the unconditional
+        # s⁺ = 1 with a fixed or dynamic negative acting: no CFG term and no u*. The hooks see eps(∅) as the unconditional
         # prediction, and the negative term is applied after them, so that a post-CFG patch such as
         # PerturbedAttentionGuidance does not scale it too.
         for s, need, negative_pred in zip(scales, coefficients.needs_negatives, negative_preds):
@@ -202,6 +208,20 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     return denoised if negative_term is None else denoised - negative_term
 
 
+def _per_sample(values, x):
+    """Coefficients as they multiply predictions: a per-sample tensor (a dynamic negative's, (N,)) shaped (N, 1, …)
+    in x's dtype; floats and None as they are."""
+    if values is None:
+        return None
+    shape = (-1, *([1] * (x.ndim - 1)))
+    return tuple(v.to(x.dtype).reshape(shape) if isinstance(v, torch.Tensor) else v for v in values)
+
+
+def _dynamic_record(probabilities, scales) -> tuple:
+    """What the trace records of the dynamic negatives: per term (p, sᵢ·fᵢ), each (N,), or None."""
+    return tuple(None if p is None else (p, s) for p, s in zip(probabilities, scales))
+
+
 def _acts(alpha) -> bool:
     """Whether a blend takes part: a per-sample tensor (a dynamic negative) always does; no host sync."""
     return isinstance(alpha, torch.Tensor) or alpha != 0.0
@@ -217,7 +237,6 @@ class GuidancePlan:
     extra_negatives: tuple = ()
     sequential: bool = False
     trace: object = None  # has start_run(settings, sigmas) -> observer; see trace.py
-    dynamic: tuple = ()  # per negative term, main first: a dynamic.DynamicNegative or None; () if none has one
 
     def conditionings(self) -> dict:
         """The plan's own conditionings under their guider keys, marked as unconditional-side prompts."""
@@ -248,7 +267,8 @@ class GuidancePlan:
         """Resolve the run's schedule; stop with a clear message, before any model pass, if a setting is wrong
         (values fed by links reach validate_inputs as None, so they are checked here with their real values) or if
         ∅ is needed but absent."""
-        if self.empty is None and self.dynamic:
+        dynamic_terms = settings.dynamic_terms
+        if self.empty is None and any(d is not None for d in dynamic_terms):
             raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
                              "probability from eps(∅).")
         problem = self.settings_problem(settings, node)
@@ -261,24 +281,24 @@ class GuidancePlan:
                 f"{schedule.format_number(settings.cfg)} and neg_scale {schedule.format_number(settings.neg_scale)} "
                 "over this window (and any extra negatives) the formula uses eps(∅). Only the ordinary negative "
                 "prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
-        observer = self.trace.start_run(settings, sigmas) if self.trace is not None else None
+        run_sigmas = sigmas.reshape(-1).tolist()  # the run's sigmas as host numbers, converted once per run
+        observer = self.trace.start_run(settings, run_sigmas) if self.trace is not None else None
         dynamic = None
-        if self.dynamic:
+        if any(d is not None for d in dynamic_terms):
             # Flow models (CONST: x = (1 − σ)x₀ + σ·noise) are tracked in variance-exploding units.
             flow = isinstance(model_patcher.get_model_object("model_sampling"), comfy.model_sampling.CONST)
-            dynamic = DynamicRun(self.dynamic, flow)  # fresh state: one per run
-        return resolve_run(settings, model_patcher, sigmas, self.sequential, observer, dynamic)
+            dynamic = DynamicRun(dynamic_terms, flow)  # fresh state: one per run
+        return resolve_run(settings, model_patcher, run_sigmas, self.sequential, observer, dynamic)
 
 
 def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
     """`predict` with a CFGGuider's processed conditionings, at the guider's cfg as it stands at this evaluation
     (a PREDICT_NOISE wrapper such as ComfyUI's CFGOverride may change guider.cfg for some evaluations)."""
-    conds = guider.conds
-    negatives = [conds.get("negative"), *(conds.get(EXTRA_KEY.format(i)) for i in range(len(run.settings.extra_negatives)))]
+    positive, negatives, empty = run.conditionings(guider.conds)
     # The sigma as a number costs a host–device synchronisation: read it only where the coefficients depend on it.
     sigma = current_sigma(timestep) if run.reads_sigma else None
-    return predict(guider.inner_model, conds.get("positive"), negatives, conds.get(EMPTY_KEY),
-                   run.coefficients(sigma, float(guider.cfg)), x, timestep, model_options, node,
+    return predict(guider.inner_model, positive, negatives, empty, run.coefficients(sigma, float(guider.cfg)), x,
+                   timestep, model_options, node,
                    run.sequential, run.observer, run.dynamic, sigma)
 
 

@@ -6,8 +6,6 @@ or as optional (tests/test_schema.py pins them).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from comfy_api.latest import io
 
 from . import schedule
@@ -92,16 +90,11 @@ def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
 def plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
               evaluation, trace=None, dynamic=None) -> GuidancePlan:
     extras = tuple(extra_negatives or ())
-    dynamics = (dynamic, *(entry[2] if len(entry) > 2 else None for entry in extras))
-    # A dynamic negative's settings carry scale 1: its coefficient is then its window weight, which
-    # dynamic.DynamicRun multiplies by λ·p/(1 − p) per sample.
-    terms = tuple(replace(entry[1], scale=1.0) if d is not None else entry[1] for entry, d in zip(extras, dynamics[1:]))
-    main_scale = 1.0 if dynamic is not None else schedule.resolved_neg_scale(neg_scale)
     window = window_from(neg_start, neg_end, ramp, ramp_width)
-    settings = schedule.GuidanceSettings(cfg, main_scale, window, window_unit, terms)
+    settings = schedule.GuidanceSettings(cfg, schedule.resolved_neg_scale(neg_scale), window, window_unit,
+                                         tuple(entry[1] for entry in extras), dynamic)
     return GuidancePlan(settings, empty, tuple(entry[0] for entry in extras),
-                        sequential=evaluation == "sequential", trace=trace,
-                        dynamic=dynamics if any(d is not None for d in dynamics) else ())
+                        sequential=evaluation == "sequential", trace=trace)
 
 
 class NegativeGuidance(io.ComfyNode):
@@ -205,9 +198,9 @@ class ExtraNegative(io.ComfyNode):
                 extra_negatives=None, dynamic=None) -> io.NodeOutput:
         check("ExtraNegative", None, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, None,
               follows_cfg=False)
-        term = schedule.NegativeTerm(float(neg_scale), window_from(neg_start, neg_end, ramp, ramp_width), window_unit)
-        entry = (negative, term) if dynamic is None else (negative, term, dynamic)
-        return io.NodeOutput((*(extra_negatives or ()), entry))
+        term = schedule.NegativeTerm(float(neg_scale), window_from(neg_start, neg_end, ramp, ramp_width), window_unit,
+                                     dynamic)
+        return io.NodeOutput((*(extra_negatives or ()), (negative, term)))
 
 
 NODES = [NegativeGuidance, NegativeGuidanceGuider, ExtraNegative]

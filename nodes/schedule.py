@@ -3,7 +3,9 @@
     eps = eps(∅) + s⁺·(eps(y) − eps(∅)) − s⁻·w(t)·(eps(ỹ) − eps(∅))
 
 This module decides, for one model evaluation at noise level sigma, the weight w of the negative-activation
-window and the coefficients of the three predictions; the torch side (guidance.py) only multiplies tensors.
+window and the coefficients of the three predictions; the torch side (guidance.py) only multiplies tensors. A
+dynamic negative's per-sample factor, known only after the model pass, arrives as a tensor that is multiplied in
+like a number (StepCoefficients.with_factors): nothing here imports torch.
 js/schedule.js mirrors `window_weight` exactly; tests/test_vectors checks that both agree.
 
 "Progress" p runs from 0 (first, noisiest evaluation) to 1 (end of sampling). Each window unit is a monotone map
@@ -124,6 +126,14 @@ class NegativeTerm:
     scale: float
     window: Window
     window_unit: str = "steps"
+    # The settings of a dynamic scale (a dynamic.DynamicNegative), or None for the constant scale `scale`. A dynamic
+    # term's coefficient is wᵢ(t)·fᵢ, fᵢ = λp/(1 − p) per sample, known only once the model has been evaluated
+    # (StepCoefficients.with_factors); `scale` is then not used.
+    dynamic: object = None
+
+    def acts(self, cond_scale: float) -> bool:
+        """Whether this negative can have a non-zero coefficient (inside its window)."""
+        return self.dynamic is not None or not is_zero(self.scale, cond_scale)
 
     def __post_init__(self):
         # The unit decides how exactly the edges are compared (see EDGE_TOLERANCES).
@@ -142,10 +152,11 @@ class GuidanceSettings:
     window: Window
     window_unit: str = "steps"
     extra_negatives: tuple = ()
+    dynamic: object = None  # the main negative's dynamic scale (see NegativeTerm.dynamic); neg_scale is then not used
 
     @property
     def negative_scale(self) -> float:
-        """s⁻ itself, with "follow cfg" resolved."""
+        """s⁻ itself, with "follow cfg" resolved (not used by a dynamic main negative)."""
         if self.neg_scale == NEG_SCALE_FOLLOWS_CFG:
             return self.cfg - 1.0
         return self.neg_scale
@@ -153,11 +164,16 @@ class GuidanceSettings:
     @cached_property  # read at every model evaluation
     def terms(self) -> tuple:
         """Every negative as a NegativeTerm, the main one first."""
-        return (NegativeTerm(self.negative_scale, self.window, self.window_unit), *self.extra_negatives)
+        return (NegativeTerm(self.negative_scale, self.window, self.window_unit, self.dynamic), *self.extra_negatives)
+
+    @property
+    def dynamic_terms(self) -> tuple:
+        """Per negative, main first: its dynamic scale's settings, or None for a constant scale."""
+        return tuple(term.dynamic for term in self.terms)
 
     @property
     def follows_cfg(self) -> bool:
-        return self.neg_scale == NEG_SCALE_FOLLOWS_CFG
+        return self.neg_scale == NEG_SCALE_FOLLOWS_CFG and self.dynamic is None
 
     def at(self, window_weights) -> "StepCoefficients":
         """Coefficients for one evaluation, given each term's window weight (main negative first)."""
@@ -165,8 +181,11 @@ class GuidanceSettings:
         # continuity (the stock negative prompt at cfg 1: u* = eps(ỹ)). Any other term has a fixed sᵢ, zero there
         # (or u* does not exist, see StepCoefficients.blends).
         limit_blends = tuple(float(w) if i == 0 and self.follows_cfg else 0.0 for i, w in enumerate(window_weights))
-        return StepCoefficients(self.cfg, tuple(term.scale * w for term, w in zip(self.terms, window_weights)),
-                                limit_blends)
+        dynamic = tuple(term.dynamic is not None for term in self.terms)
+        # A dynamic term's coefficient before its per-sample factor is its window weight.
+        negatives = tuple(w if is_dynamic else term.scale * w
+                          for term, w, is_dynamic in zip(self.terms, window_weights, dynamic))
+        return StepCoefficients(self.cfg, negatives, limit_blends, dynamic if any(dynamic) else ())
 
     def constant_weights(self) -> tuple | None:
         """Each term's window weight when no window opens or closes during sampling (every window full or empty),
@@ -177,7 +196,7 @@ class GuidanceSettings:
 
     def needs_empty(self) -> bool:
         """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
-        active = [t for t in self.terms if not is_zero(t.scale, self.cfg) and not t.window.is_empty]
+        active = [t for t in self.terms if t.acts(self.cfg) and not t.window.is_empty]
         if not active:
             return not is_one(self.cfg)
         if all(t.window.is_full for t in active):
@@ -196,9 +215,12 @@ class StepCoefficients:
     """
 
     cond_scale: float  # s⁺
-    negatives: tuple  # sᵢ = scaleᵢ·wᵢ(t)
+    negatives: tuple  # sᵢ = scaleᵢ·wᵢ(t); for a dynamic negative wᵢ(t), which its per-sample factor fᵢ multiplies
     # αᵢ of u* at s⁺ = 1 by continuity in s⁺ (GuidanceSettings.at): wᵢ for a term that follows cfg, else 0.
     limit_blends: tuple | None = None
+    # Per negative: whether its coefficient is sᵢ·fᵢ, fᵢ = λp/(1 − p) a per-sample factor known only once the model
+    # has been evaluated (a dynamic negative scale, see with_factors); () when none is.
+    dynamic: tuple = ()
 
     @property
     def positive_weight(self) -> float:
@@ -222,8 +244,17 @@ class StepCoefficients:
         return tuple(not is_zero(s, self.cond_scale) for s in self.negatives)
 
     @cached_property
+    def needs_factors(self) -> tuple:
+        """Per negative: whether this evaluation uses its per-sample factor fᵢ (a dynamic negative that acts)."""
+        dynamic = self.dynamic or (False,) * len(self.negatives)
+        return tuple(is_dynamic and need for is_dynamic, need in zip(dynamic, self.needs_negatives))
+
+    @cached_property
     def needs_empty(self) -> bool:
         """Whether the formula itself uses eps(∅) at this evaluation."""
+        if any(self.needs_factors):
+            # A dynamic negative's factor is tracked from eps(∅), and ∅'s weight 1 − s⁺ + Σ sᵢfᵢ varies per sample.
+            return True
         if not self.has_cfg_term:
             # eps = c − Σ sᵢ(nᵢ − e): ∅ takes part exactly when some negative does.
             return any(self.needs_negatives)
@@ -250,6 +281,20 @@ class StepCoefficients:
         # single negative gives u* = n bit for bit, as ComfyUI's own CFG does). Σ sᵢ is then (s⁺ − 1)·Σ αᵢ ≠ 0.
         denominator = sum(active) if not self.needs_empty else self.cond_scale - 1.0
         return tuple(s / denominator for s in active)
+
+    def with_factors(self, factors) -> tuple:
+        """(sᵢ, αᵢ) of this evaluation with each dynamic negative's per-sample factor multiplied in: `factors` holds,
+        per negative, fᵢ (a tensor of one value per sample, e.g. (N,)) where needs_factors, else anything (None).
+        An acting dynamic negative has sᵢ·fᵢ and αᵢ = sᵢ·fᵢ / (s⁺ − 1) (∅ is then evaluated: needs_empty); the
+        others keep `negatives` and `blends`. The αᵢ are None where no u* exists (see blends)."""
+        if not any(self.needs_factors):
+            return self.negatives, self.blends
+        negatives = tuple(s * f if need else s for s, f, need in zip(self.negatives, factors, self.needs_factors))
+        blends = self.blends
+        if blends is not None:
+            blends = tuple(s / (self.cond_scale - 1.0) if need else alpha
+                           for s, alpha, need in zip(negatives, blends, self.needs_factors))
+        return negatives, blends
 
     @property
     def blend_needs_negatives(self) -> tuple:

@@ -104,7 +104,7 @@ class RunRecord(DeferredRun):
     """One sampling run of the guidance: its settings, scheduled sigmas and the evaluations (EvaluationRecord)."""
 
     cfg: float
-    neg_scale: float  # s⁻ itself ("follow cfg" resolved)
+    neg_scale: float | None  # s⁻ itself ("follow cfg" resolved); None for a dynamic one (per sample: dynamic_scales)
     window: dict
     window_unit: str
     extra_negatives: int
@@ -264,14 +264,16 @@ class GuidanceTrace:
         self.runs: deque = deque(maxlen=max_runs)
         self.shown = LatentRuns()
 
-    def start_run(self, settings, sigmas) -> RunRecorder:
+    def start_run(self, settings, sigmas: list) -> RunRecorder:
+        """`sigmas`: the run's sigmas as host numbers."""
         window = settings.window
         prompt_id, node_id = executing_prompt()
-        record = RunRecord(cfg=float(settings.cfg), neg_scale=float(settings.negative_scale),
+        neg_scale = float(settings.negative_scale) if settings.dynamic is None else None
+        record = RunRecord(cfg=float(settings.cfg), neg_scale=neg_scale,
                            window={"start": window.start, "end": window.end, "ramp": window.ramp,
                                    "ramp_width": window.ramp_width},
                            window_unit=settings.window_unit, extra_negatives=len(settings.extra_negatives),
-                           sigmas=[float(s) for s in torch.as_tensor(sigmas).reshape(-1).tolist()],
+                           sigmas=[float(s) for s in sigmas],
                            prompt_id=prompt_id, sampler_node=node_id)
         self.runs.append(record)
         log.debug("guidance trace: run %d started, %d sigmas", len(self.runs), len(record.sigmas))
@@ -357,9 +359,8 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
         top.step(xs, [e.negative_scales[i] if i < len(e.negative_scales) else 0.0 for e in evaluations],
                  where="post", label=f"extra negative {i}", linestyle="--")
     top.set_ylabel("scale")
-    # A dynamic main negative's neg_scale is a stand-in (its scale is per sample, in the fourth panel).
-    main_is_dynamic = any(e.dynamic_p and e.dynamic_p[0] is not None for e in evaluations)
-    neg_scale = "dynamic" if main_is_dynamic else f"{run.neg_scale:g}"
+    # A dynamic main negative's scale is per sample (the fourth panel).
+    neg_scale = "dynamic" if run.neg_scale is None else f"{run.neg_scale:g}"
     top.set_title(f"Negative guidance trace: cfg {run.cfg:g}, neg_scale {neg_scale}, "
                   f"window {run.window['start']:g}-{run.window['end']:g} ({run.window_unit})")
     passes = top.twinx()

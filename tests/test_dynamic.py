@@ -370,3 +370,36 @@ def test_dynamic_adds_no_sync_while_sampling(host):
     evaluations = trace.last_run.evaluations
     assert sync.SyncCounted.count - before == 1
     assert all(len(e.dynamic_p) == 2 and e.dynamic_p[1] is not None for e in evaluations)
+
+
+@torch.no_grad()
+def in_place_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """k-diffusion's Euler (s_churn 0), with each step written into x in place, as a sampler may do."""
+    extra_args = extra_args or {}
+    x = x.clone()
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        x.add_((x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i]))
+    return x
+
+
+def test_a_sampler_changing_x_in_place_leaves_the_next_update_alone(host):
+    """The state keeps the last evaluation's x for the next update: a sampler that then writes its step into x in
+    place samples exactly what the stock Euler (a new x each step) samples. With a constant scale the two samplers
+    agree anyway (the in-place one is a faithful Euler)."""
+    import comfy.samplers
+    from comfy_extras import nodes_custom_sampler as custom
+
+    def in_place_sample(guider):
+        noise = custom.RandomNoise.execute(1).result[0]
+        sampler = comfy.samplers.KSAMPLER(in_place_euler)
+        sigmas = support.ksampler_sigmas(host.model, "euler", steps=STEPS)
+        return custom.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, host.latent).result[0]["samples"]
+
+    nodes, dynamic = pack()
+    settings = dynamic.DynamicNegative(strength=8.0, prior=0.5, temperature=10.0)
+    constant = guided(host, settings.constant_scale())
+    assert torch.equal(in_place_sample(constant), guider_sample(host, constant))
+    dynamic_scale = guided(host, -1.0, settings)
+    assert torch.equal(in_place_sample(dynamic_scale), guider_sample(host, dynamic_scale))

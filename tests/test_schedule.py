@@ -84,6 +84,25 @@ class TestCoefficients:
         k = schedule.StepCoefficients(cfg, (s,))
         assert (k.needs_positive, k.needs_negatives[0], k.needs_empty) == needed
 
+    @pytest.mark.parametrize("cfg, weight", [(7.0, 1.0), (7.0, 0.5), (2.0, 1.0), (1.0, 0.5), (7.0, 0.0)])
+    def test_dynamic_factor_is_multiplied_into_the_coefficient(self, cfg, weight):
+        """A dynamic main negative: sᵢ = wᵢ·fᵢ, fᵢ known only after the model pass (here a number per sample);
+        ∅ is needed wherever it acts, even where a constant sᵢ = s⁺ − 1 would have let ∅ drop out (cfg 2)."""
+        c, n, e, factor = 0.7, -1.3, 0.2, 3.0
+        settings = schedule.GuidanceSettings(cfg, schedule.NEG_SCALE_FOLLOWS_CFG, Window(), dynamic="settings")
+        assert not settings.follows_cfg and settings.needs_empty()
+        k = settings.at([weight])
+        acts = weight > 0.0
+        assert k.needs_factors == (acts,) and k.needs_negatives == (acts,) and k.needs_empty == (acts or cfg != 1.0)
+        (s,), blends = k.with_factors([factor if acts else None])
+        assert s == pytest.approx(weight * factor)
+        expected = e + cfg * (c - e) - weight * factor * (n - e)
+        if blends is None:  # s⁺ = 1 with the negative acting: no u*, the term is applied on its own
+            assert cfg == 1.0 and acts and c - s * (n - e) == pytest.approx(expected)
+        else:
+            u = e + blends[0] * (n - e)
+            assert u + cfg * (c - u) == pytest.approx(expected)
+
     def test_follow_cfg(self):
         settings = schedule.GuidanceSettings(7.5, schedule.NEG_SCALE_FOLLOWS_CFG, Window())
         assert settings.negative_scale == 6.5
