@@ -31,9 +31,9 @@ def three_way(model, empty):
     return patch(model, NEG_SCALE, WINDOW[0] / STEPS, WINDOW[1] / STEPS, empty=empty)
 
 
-def three_way_expected(model, empty, cfg_of_step=None):
+def three_way_expected(model, empty, cfg_follows_guider=False):
     """What `three_way` computes, from the stock KSampler's CFG and compat_support.three_way_reference."""
-    return three_way_reference(model, empty, CFG, NEG_SCALE, window_of_steps(*WINDOW), cfg_of_step)
+    return three_way_reference(model, empty, CFG, NEG_SCALE, window_of_steps(*WINDOW), cfg_follows_guider)
 
 
 def assert_negative_only_in_the_window(passes: PassCounter, model):
@@ -160,15 +160,13 @@ def test_caches_with_a_three_way_window_equal_the_reference_under_the_same_cache
 
 @pytest.mark.parametrize("order", ["patch_first", "override_first"])
 def test_a_wrapper_changing_cfg_with_a_three_way_window(host, order):
-    """cfg 2 on steps 3-6 of 12 (6 elsewhere) with s⁻ = 3 on steps 3-8: α = s⁻/(s⁺ − 1) follows the override (3
-    there, 3/5 on steps 7-8), as in the three-way reference under the same override with s⁺ per step."""
+    """cfg 2 on steps 3-6 of 12 (6 elsewhere; ComfyUI's CFGOverride rounds its range to the model's timesteps) with
+    s⁻ = 3 on steps 3-8: α = s⁻/(s⁺ − 1) follows the override (3 there, 3/5 elsewhere), as in the three-way reference
+    under the same override, which takes s⁺ from the guider at each evaluation."""
     override_cfg, first, last = 2.0, 2, 5
-
-    def cfg_of_step(step, total):
-        return override_cfg if first <= step <= last else CFG
-
-    expected = ksampler(cfg_override(three_way_expected(host.model, host.empty, cfg_of_step), override_cfg, first,
-                                     last), host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
+    expected = ksampler(cfg_override(three_way_expected(host.model, host.empty, cfg_follows_guider=True),
+                                     override_cfg, first, last),
+                        host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
     passes = PassCounter()
     counted = passes.counting(host.model)
     model = (cfg_override(three_way(counted, host.empty), override_cfg, first, last) if order == "patch_first"
