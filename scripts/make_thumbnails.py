@@ -6,14 +6,16 @@ ComfyUI shows a custom node pack's templates with the thumbnail `<name>.jpg` fro
 is at hand to render a real result, so each picture shows what the template is about instead: per sampler in the
 workflow, the negative's strength s⁻·w(t) on each step (one colour per negative prompt, the dashed line is s⁺ = cfg)
 and how many model evaluations each step costs. Both come from the workflow's API twin through nodes/schedule.py,
-the pack's own maths, so the picture cannot drift from what the workflow does. Run it after editing a workflow.
+the pack's own maths. Each picture carries what it shows as JSON in its JPEG comment (`picture_data`), so that
+tests/e2e/test_templates.py tells exactly when a workflow no longer matches its picture. Run it after editing a
+workflow.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -153,18 +155,27 @@ def draw_run(schedule_axes, cost_axes, run: Run, top: float):
     cost_axes.set_xticklabels(["step 1", str(run.steps)])
 
 
-def draw(ui_file: Path, out_file: Path):
+def picture_data(ui_file: Path) -> dict:
+    """Everything the picture of a workflow shows, as JSON-ready values: its number, caption, model family and each
+    sampler's run."""
     prompt = json.loads((WORKFLOWS_DIR / "api" / ui_file.name).read_text())
     ui_titles = {str(node["id"]): node.get("title") for node in json.loads(ui_file.read_text())["nodes"]}
-    runs = runs_of(prompt, ui_titles)
+    number, _, caption = ui_file.stem.partition(" ")
+    # Through JSON and back (tuples become lists), so that it compares equal to the copy read from a picture.
+    return json.loads(json.dumps({"number": number, "caption": caption, "family": family_of(prompt),
+                                  "runs": [asdict(run) for run in runs_of(prompt, ui_titles)]}))
+
+
+def draw(ui_file: Path, out_file: Path):
+    data = picture_data(ui_file)
+    runs = [Run(**run) for run in data["runs"]]
     # Head room above the tallest bar or the s⁺ line for the legend.
     top = 1.5 * max(max(run.cfg, *(sum(values) for values in zip(*(v for _, v in run.negatives)))) for run in runs)
     figure = plt.figure(figsize=(SIZE_INCHES, SIZE_INCHES), dpi=DPI, facecolor=BACKGROUND)
-    number, _, caption = ui_file.stem.partition(" ")
-    title = figure.text(0.05, 0.955, caption, color=TEXT, fontsize=17, fontweight="bold", va="top")
+    title = figure.text(0.05, 0.955, data["caption"], color=TEXT, fontsize=17, fontweight="bold", va="top")
     width = title.get_window_extent(figure.canvas.get_renderer()).width / (SIZE_INCHES * DPI)
     title.set_fontsize(17 * min(1.0, 0.9 / width))  # a long caption shrinks to the picture's width
-    figure.text(0.05, 0.875, f"{family_of(prompt)}  ·  example {number}", color=FAINT, fontsize=12, va="top")
+    figure.text(0.05, 0.875, f"{data['family']}  ·  example {data['number']}", color=FAINT, fontsize=12, va="top")
     # Each run gets a block: its schedule over its evaluation counts.
     block = 0.76 / len(runs)
     for index, run in enumerate(runs):
@@ -174,7 +185,8 @@ def draw(ui_file: Path, out_file: Path):
                                          schedule_share * block - 0.035))
         cost_axes = figure.add_axes((0.10, block_top - block + 0.055, 0.86, cost_height))
         draw_run(schedule_axes, cost_axes, run, top)
-    figure.savefig(out_file, format="jpg", dpi=DPI, facecolor=BACKGROUND, pil_kwargs={"quality": 88})
+    figure.savefig(out_file, format="jpg", dpi=DPI, facecolor=BACKGROUND,
+                   pil_kwargs={"quality": 88, "comment": json.dumps(data, ensure_ascii=False)})
     plt.close(figure)
 
 

@@ -18,9 +18,12 @@ def step_of(sigma: float, run_sigmas: list) -> int:
     return max(i for i, s in enumerate(run_sigmas[:-1]) if s >= sigma - 1e-6)
 
 
-def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step, total: 1.0):
+def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step, total: 1.0,
+                        cfg_follows_guider=False):
     """Stock KSampler(positive, negative, cfg) or CFGGuider on the returned model gives the three-way formula for
-    s⁺ = cfg ≠ 1."""
+    s⁺ = cfg ≠ 1. With `cfg_follows_guider`, s⁺ is the guider's cfg at each evaluation, for a wrapper that changes it
+    on some steps (ComfyUI's CFGOverride): stock CFG then combines with that cfg, and α = s⁻·w / (s⁺ − 1) follows it."""
+    import comfy.patcher_extension
     import comfy.sampler_helpers
     import comfy.samplers
 
@@ -35,11 +38,21 @@ def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step
         cond_pred, negative_pred, empty_pred = comfy.samplers.calc_cond_batch(inner_model, [cond, negative, encoded],
                                                                               x, sigma, options)
         run_sigmas = options["transformer_options"]["sample_sigmas"].tolist()
-        weight = weight_of_step(step_of(float(sigma.reshape(-1)[0]), run_sigmas), len(run_sigmas) - 1)
-        alpha = neg_scale * weight / (cfg - 1.0)
+        step = step_of(float(sigma.reshape(-1)[0]), run_sigmas)
+        weight = weight_of_step(step, len(run_sigmas) - 1)
+        cond_scale = float(sampling["guider"].cfg) if cfg_follows_guider else cfg
+        alpha = neg_scale * weight / (cond_scale - 1.0)
         return [cond_pred, empty_pred + alpha * (negative_pred - empty_pred)]
 
+    def note_the_guider(executor, *args, **kwargs):
+        sampling["guider"] = executor.class_obj  # its cfg is read inside, after every wrapper has set it
+        return executor(*args, **kwargs)
+
+    sampling = {}
     reference.model_options["sampler_calc_cond_batch_function"] = calc_cond_batch
+    if cfg_follows_guider:
+        reference.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "three_way_reference",
+                                       note_the_guider)
     return reference
 
 

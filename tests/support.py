@@ -154,6 +154,22 @@ def make_host() -> TinyHost:
     return host
 
 
+# ---- the pack's two guidance nodes, as a workflow runs them ----
+
+def patch(model, neg_scale=-1.0, start=0.0, end=1.0, unit="steps", ramp="hard", ramp_width=0.0, **optional):
+    """Negative Guidance (patch) on `model`: the patched MODEL. `optional`: empty, extra_negatives, evaluation,
+    trace, dynamic, as the node takes them."""
+    return pack_module("nodes.negative_guidance").NegativeGuidance.execute(
+        model, neg_scale, start, end, unit, ramp, ramp_width, **optional).result[0]
+
+
+def guider(model, positive, negative, cfg, neg_scale=-1.0, start=0.0, end=1.0, unit="steps", ramp="hard",
+           ramp_width=0.0, **optional):
+    """Negative Guidance Guider: the GUIDER for SamplerCustomAdvanced. `optional` as for `patch`."""
+    return pack_module("nodes.negative_guidance").NegativeGuidanceGuider.execute(
+        model, positive, negative, cfg, neg_scale, start, end, unit, ramp, ramp_width, **optional).result[0]
+
+
 # ---- routes through ComfyUI's stock nodes ----
 
 def ksampler(model, positive, negative, cfg, sampler_name, steps=8, seed=1, latent=None, scheduler="normal",

@@ -15,7 +15,7 @@ import torch
 
 import support
 from compat_support import (build_tiny_controlnet, build_tiny_flux, three_way_reference, window_of_steps)
-from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas
+from support import PassCounter, custom_advanced, guider, ksampler, ksampler_sigmas, patch
 
 CFG = 6.0
 STEPS = 6
@@ -24,20 +24,6 @@ NEG_SCALE = 3.0  # three-way: s⁻ ≠ s⁺ − 1, so ∅ takes part
 
 assert_close_to_scale, assert_changed = support.assert_close_to_scale, support.assert_changed
 BIT_EXACT_CHANGE = 1e-7  # assert_changed's tolerance after a torch.equal comparison: any change ≥ 1e-5 of the scale
-
-
-def node_classes():
-    return support.pack_module("nodes.negative_guidance")
-
-
-def patch(model, neg_scale=-1.0, start=0.0, end=1.0, empty=None):
-    return node_classes().NegativeGuidance.execute(model, neg_scale, start, end, "steps", "hard", 0.0,
-                                                   empty=empty).result[0]
-
-
-def guider(model, positive, negative, cfg, neg_scale=-1.0, start=0.0, end=1.0, empty=None):
-    return node_classes().NegativeGuidanceGuider.execute(model, positive, negative, cfg, neg_scale, start, end, "steps",
-                                                         "hard", 0.0, empty=empty).result[0]
 
 
 def cfg_guider(model, positive, negative, cfg):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import support
-from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas
+from compat_support import three_way_reference
+from support import PassCounter, custom_advanced, guider, ksampler, ksampler_sigmas, patch
 
 STEPS = 4
 
@@ -19,38 +20,44 @@ def node_classes():
     return support.pack_module("nodes.negative_guidance")
 
 
-def patch(model, neg_scale=-1.0, empty=None):
-    return node_classes().NegativeGuidance.execute(model, neg_scale, 0.0, 1.0, "steps", "hard", 0.0,
-                                                   empty=empty).result[0]
-
-
-def guider(host, model, cfg, neg_scale=-1.0, empty=None):
-    return node_classes().NegativeGuidanceGuider.execute(model, host.positive, host.negative, cfg, neg_scale, 0.0, 1.0,
-                                                          "steps", "hard", 0.0, empty=empty).result[0]
-
-
 # ---- coefficients within the zero tolerance ----
 
 @pytest.mark.parametrize("route", ["patch", "guider"])
 def test_cfg_just_above_one_with_a_tiny_negative_scale(host, route):
     """cfg = 1 + 1.8e-6 (not 1 for ComfyUI's math.isclose) and s⁻ = 9e-7 = (cfg − 1)/2: every coefficient is
-    decided by the same test, so nothing divides by a vanishing sum; the result is the formula (DualCFGGuider)."""
+    decided by the same test, so nothing divides by a vanishing sum; all three prompts are evaluated, and the step
+    is plain CFG against u* = e + α(n − e) with α = s⁻/(s⁺ − 1) = 1/2.
+
+    The guidance term moves these samples by only ~3e-7 of their scale, far below the float rounding that separates
+    the pack from DualCFGGuider (which combines the same predictions in another order): a comparison within
+    tolerance could not see it. So the reference is compat_support.three_way_reference, the stock KSampler (or
+    CFGGuider) with u* computed outside the pack as the README writes it, then ComfyUI's own cfg_function: the same
+    arithmetic in the same order, so it must agree bit for bit. A wrong α, or this step taken as s⁺ = 1 (the hooks
+    then see eps(∅) and the negative term comes after them), changes the samples' last bits."""
     from comfy_extras import nodes_custom_sampler as custom
 
     cfg, neg_scale = 1.0 + 1.8e-6, 9e-7
     sigmas = ksampler_sigmas(host.model, "euler", STEPS)
-    dual = custom.DualCFGGuider.execute(host.model, host.positive, host.empty, host.negative, cfg, neg_scale + 1.0,
-                                        "regular").result[0]
-    reference = custom_advanced(dual, "euler", sigmas, host.latent)
+    reference_model = three_way_reference(host.model, host.empty, cfg, neg_scale)
     passes = PassCounter()
     if route == "patch":
+        reference = ksampler(reference_model, host.positive, host.negative, cfg, "euler", STEPS, latent=host.latent)
         ours = ksampler(patch(passes.counting(host.model), neg_scale, empty=host.empty), host.positive, host.negative,
                         cfg, "euler", STEPS, latent=host.latent)
     else:
-        ours = custom_advanced(guider(host, passes.counting(host.model), cfg, neg_scale, empty=host.empty), "euler",
-                               sigmas, host.latent)
-    support.assert_close_to_scale(ours, reference)
+        reference = custom_advanced(custom.CFGGuider.execute(reference_model, host.positive, host.negative,
+                                                             cfg).result[0], "euler", sigmas, host.latent)
+        ours = custom_advanced(guider(passes.counting(host.model), host.positive, host.negative, cfg, neg_scale,
+                                      empty=host.empty), "euler", sigmas, host.latent)
+    assert torch.equal(ours, reference)
     assert {tuple(sorted(e.conds)) for e in passes.evaluations} == {(0, 1, 2)}
+    # The reference is the formula: DualCFGGuider(y, ∅, ỹ) gives it too, within float rounding.
+    dual = custom.DualCFGGuider.execute(host.model, host.positive, host.empty, host.negative, cfg, neg_scale + 1.0,
+                                        "regular").result[0]
+    support.assert_close_to_scale(reference, custom_advanced(dual, "euler", sigmas, host.latent))
+    # ... and the guidance term is there, though tiny: the reference is not the positive prompt alone.
+    positive_only = ksampler(host.model, host.positive, host.negative, 1.0, "euler", STEPS, latent=host.latent)
+    assert not torch.equal(reference, positive_only)
 
 
 @pytest.mark.parametrize("cfg", [1.0 + 1e-10, 1.0 + 1e-6])
@@ -81,6 +88,8 @@ def noised_latent(host):
 
 @pytest.mark.parametrize("route", ["guider", "patch"])
 def test_split_sigmas_at_the_last_step(host, route):
+    """The guider's or the patch's sampling starts with one sigma (the pack runs its run set-up on it) and, as
+    ComfyUI's CFGGuider, returns the latent without a model evaluation."""
     from comfy_extras import nodes_custom_sampler as custom
 
     sigmas = single_sigma(host)
@@ -90,7 +99,7 @@ def test_split_sigmas_at_the_last_step(host, route):
                             "euler", sigmas, latent)
     passes = PassCounter()
     if route == "guider":
-        ours_guider = guider(host, passes.counting(host.model), 6.0, 3.0, empty=host.empty)
+        ours_guider = guider(passes.counting(host.model), host.positive, host.negative, 6.0, 3.0, empty=host.empty)
     else:
         ours_guider = custom.CFGGuider.execute(patch(passes.counting(host.model), 3.0, empty=host.empty),
                                                host.positive, host.negative, 6.0).result[0]
@@ -99,16 +108,26 @@ def test_split_sigmas_at_the_last_step(host, route):
     assert passes.evaluations == []
 
 
-def test_ksampler_advanced_with_start_equal_to_end(host):
+@pytest.mark.parametrize("step", [2, STEPS])
+def test_ksampler_advanced_with_start_equal_to_end_never_reaches_the_patch(host, step):
+    """A guard, not a test of the pack: with start_at_step = end_at_step ComfyUI's KSampler.sample (0.3.75 and 0.33.0)
+    returns the latent as it came, before any guider samples, so the patch's wrapper is never called; no route of
+    KSamplerAdvanced reaches it with nothing to sample. This checks that the patched model still gives exactly that,
+    with no model evaluation. (test_split_sigmas_at_the_last_step is the run with nothing to sample that does reach
+    the pack.)"""
     import nodes
 
     latent = noised_latent(host)
+    passes = PassCounter()
     results = []
-    for model in (host.model, patch(host.model, 3.0, empty=host.empty)):
+    for model in (host.model, patch(passes.counting(host.model), 3.0, empty=host.empty)):
         results.append(nodes.KSamplerAdvanced().sample(model, "enable", 1, STEPS, 6.0, "euler", "normal",
-                                                       host.positive, host.negative, latent, STEPS, STEPS,
+                                                       host.positive, host.negative, latent, step, step,
                                                        "disable")[0]["samples"])
-    assert torch.equal(results[1], results[0])
+    stock, ours = results
+    assert torch.equal(stock, latent["samples"])  # ComfyUI returned before sampling
+    assert torch.equal(ours, stock)
+    assert passes.evaluations == []
 
 
 # ---- values that reach the node through links are checked when sampling starts ----

@@ -6,13 +6,12 @@ import fnmatch
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Modules that live only in unshipped folders (tests/ is on pytest's pythonpath, so they import as top-level names).
-UNSHIPPED_MODULES = {"tests", "support", "compat_support", "benchmarks", "scripts"}
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
@@ -29,14 +28,46 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return False
 
 
-def shipped_files() -> list[str]:
+def committed_files() -> list[str]:
     try:
         listing = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: cannot list the committed files")
+    return listing.splitlines()
+
+
+def shipped_files() -> list[str]:
     lines = (ROOT / ".comfyignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    return [path for path in listing.splitlines() if not ignored(path, patterns)]
+    return [path for path in committed_files() if not ignored(path, patterns)]
+
+
+def top_level_names(paths, search_roots) -> set[str]:
+    """The top-level module names that `paths` (files, relative to the repository) give a Python whose sys.path
+    holds `search_roots` (folders relative to the repository, "" for the repository itself): each module file's
+    stem and each folder's name (a package, or a namespace package) directly below a root."""
+    names = set()
+    for path in paths:
+        for root in search_roots:
+            prefix = f"{root}/" if root else ""
+            if not path.startswith(prefix):
+                continue
+            first, *rest = path[len(prefix):].split("/")
+            name = first if rest else first.removesuffix(".py") if first.endswith(".py") else None
+            if name and name.isidentifier():
+                names.add(name)
+    return names
+
+
+def unshipped_modules() -> set[str]:
+    """What the unshipped files (the repository minus .comfyignore) make importable where the tests, scripts and
+    benchmarks run: from the repository root, and from pytest's pythonpath (tests/, which the scripts and benchmarks
+    put on sys.path too). A name that shipped files provide as well is not unshipped."""
+    search_roots = ["", *tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+                    .get("pythonpath", [])]
+    shipped = shipped_files()
+    unshipped = set(committed_files()) - set(shipped)
+    return top_level_names(unshipped, search_roots) - top_level_names(shipped, search_roots)
 
 
 def test_ignore_patterns_behave_as_written():
@@ -45,7 +76,16 @@ def test_ignore_patterns_behave_as_written():
     assert not ignored("nodes/guidance.py", ["tests/", "docs/*.png"])
 
 
+def test_top_level_names_are_what_each_root_makes_importable():
+    paths = ["tests/support.py", "tests/e2e/browser.py", "tests/vectors/a.json", "benchmarks/guiders.py", ".ci/run",
+             "package.json", "scripts/torchaudio_standin/torchaudio/__init__.py"]
+    assert top_level_names(paths, [""]) == {"tests", "benchmarks", "scripts"}
+    assert top_level_names(paths, ["tests"]) == {"support", "e2e", "vectors"}
+
+
 def test_shipped_code_imports_nothing_unshipped():
+    unshipped = unshipped_modules()
+    assert {"support", "tests"} <= unshipped  # the test helpers this check exists for
     for path in shipped_files():
         if not path.endswith(".py"):
             continue
@@ -57,7 +97,7 @@ def test_shipped_code_imports_nothing_unshipped():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] not in UNSHIPPED_MODULES, f"{path} imports {name}, which is not shipped"
+                assert name.split(".")[0] not in unshipped, f"{path} imports {name}, which is not shipped"
 
 
 def test_shipped_documents_link_only_shipped_files():

@@ -11,18 +11,13 @@ import json
 import pytest
 
 import support
-from support import ksampler
+from support import ksampler, patch
 
 CFG = 5.0
 
 
 def trace_nodes():
     return support.pack_module("nodes.trace_nodes")
-
-
-def patch(host, neg_scale, trace=None):
-    return support.pack_module("nodes.negative_guidance").NegativeGuidance.execute(
-        host.model, neg_scale, 0.0, 1.0, "steps", "hard", 0.0, empty=host.empty, trace=trace).result[0]
 
 
 def in_prompt(prompt_id, node_id, run):
@@ -43,12 +38,12 @@ def trace_plot(trace, latent, prompt_id, x_axis="step"):
 
 def test_trace_plot_never_shows_an_earlier_run(host):
     trace = trace_nodes().NegativeGuidanceTrace.execute().result[0]  # cached: the same handle in every prompt
-    first = sample(host, patch(host, 2.0, trace), 3, "prompt-1")
+    first = sample(host, patch(host.model, 2.0, empty=host.empty, trace=trace), 3, "prompt-1")
     shown = json.loads(trace_plot(trace, first, "prompt-1").result[1])
     assert shown["neg_scale"] == 2.0 and len(shown["evaluations"]) == 3
 
     # The trace disconnected from the patch; the sampler runs again with other settings.
-    second = sample(host, patch(host, 6.0), 5, "prompt-2")
+    second = sample(host, patch(host.model, 6.0, empty=host.empty), 5, "prompt-2")
     with pytest.raises(ValueError, match="NegativeGuidanceTracePlot: no run was recorded for the sampling"):
         trace_plot(trace, second, "prompt-2")
 
@@ -57,7 +52,7 @@ def test_trace_plot_never_shows_an_earlier_run(host):
     assert again == shown
 
     # Wired again: the plot shows the new run, not the first.
-    third = sample(host, patch(host, 4.0, trace), 4, "prompt-4")
+    third = sample(host, patch(host.model, 4.0, empty=host.empty, trace=trace), 4, "prompt-4")
     shown = json.loads(trace_plot(trace, third, "prompt-4").result[1])
     assert shown["neg_scale"] == 4.0 and len(shown["evaluations"]) == 4
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import support
-from support import ksampler
+from support import ksampler, patch
 
 POSITIVE_TEXT = "a woman in a garden, photo"  # host.positive
 NEGATIVE_TEXT = "glasses, blurry"  # host.negative
@@ -100,10 +100,8 @@ def test_r_t_per_evaluation_over_the_selected_layers(host, layers, count):
 
 
 def test_r_t_is_none_where_the_negative_is_not_evaluated(host):
-    guidance = support.pack_module("nodes.negative_guidance")
     probed, probe = make(host)
-    patched = guidance.NegativeGuidance.execute(probed, 3.0, 0.0, 0.5, "steps", "hard", 0.0,
-                                                empty=host.empty).result[0]
+    patched = patch(probed, 3.0, 0.0, 0.5, empty=host.empty)
     ksampler(patched, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
     ratios = [e.ratio() for e in probe.last_run.evaluations]
     assert all(r is not None for r in ratios[:2]) and ratios[2:] == [None, None]
@@ -111,12 +109,10 @@ def test_r_t_is_none_where_the_negative_is_not_evaluated(host):
 
 def test_sequential_evaluation_gives_the_same_r_t(host):
     """One prompt per forward (evaluation = sequential) still tells the probe which prompt each forward is."""
-    guidance = support.pack_module("nodes.negative_guidance")
     ratios = {}
     for evaluation in ("batched", "sequential"):
         probed, probe = make(host)
-        patched = guidance.NegativeGuidance.execute(probed, 3.0, 0.0, 1.0, "steps", "hard", 0.0, empty=host.empty,
-                                                    evaluation=evaluation).result[0]
+        patched = patch(probed, 3.0, empty=host.empty, evaluation=evaluation)
         ksampler(patched, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
         ratios[evaluation] = [e.ratio() for e in probe.last_run.evaluations]
     assert len(ratios["sequential"]) == STEPS

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import support
-from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas
+from support import PassCounter, custom_advanced, guider, ksampler, ksampler_sigmas, patch
 
 CFG = 5.0
 STEPS = 10
@@ -20,17 +20,6 @@ def node_classes():
 def extra(conditioning, scale, start=0.0, end=1.0, ramp="hard", width=0.0, unit="steps", previous=None):
     return node_classes().ExtraNegative.execute(conditioning, scale, start, end, unit, ramp, width,
                                                 extra_negatives=previous).result[0]
-
-
-def patch(model, neg_scale, empty, extras=None, evaluation="batched", start=0.0, end=1.0):
-    return node_classes().NegativeGuidance.execute(model, neg_scale, start, end, "steps", "hard", 0.0, empty=empty,
-                                                   extra_negatives=extras, evaluation=evaluation).result[0]
-
-
-def guider(host, model, neg_scale, extras=None, evaluation="batched", start=0.0, end=1.0):
-    return node_classes().NegativeGuidanceGuider.execute(
-        model, host.positive, host.negative, CFG, neg_scale, start, end, "steps", "hard", 0.0, empty=host.empty,
-        extra_negatives=extras, evaluation=evaluation).result[0]
 
 
 def reference_model(model, empty, extras, cfg, main_scale, weight_of_step):
@@ -80,11 +69,11 @@ def test_two_extra_negatives_equal_reference(host, blurry, hat, sampler):
     expected = ksampler(reference, host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent)
 
     passes = PassCounter()
-    ours = ksampler(patch(passes.counting(host.model), 2.0, host.empty, chain), host.positive, host.negative, CFG,
-                    sampler, STEPS, latent=host.latent)
+    ours = ksampler(patch(passes.counting(host.model), 2.0, empty=host.empty, extra_negatives=chain), host.positive,
+                    host.negative, CFG, sampler, STEPS, latent=host.latent)
     support.assert_close_to_scale(ours, expected)
-    without_extras = ksampler(patch(host.model, 2.0, host.empty), host.positive, host.negative, CFG, sampler, STEPS,
-                              latent=host.latent)
+    without_extras = ksampler(patch(host.model, 2.0, empty=host.empty), host.positive, host.negative, CFG, sampler,
+                              STEPS, latent=host.latent)
     support.assert_changed(ours, without_extras)
 
     sigmas = ksampler_sigmas(host.model, sampler, STEPS).tolist()
@@ -97,12 +86,13 @@ def test_two_extra_negatives_equal_reference(host, blurry, hat, sampler):
 def test_patch_equals_guider_with_extra_negatives(host, blurry, hat):
     chain = extra(hat, 2.0, 0.2, 0.7, ramp="linear", width=0.2, previous=extra(blurry, 1.0, unit="timestep_percent"))
     patch_passes, guider_passes = PassCounter(), PassCounter()
-    via_patch = ksampler(patch(patch_passes.counting(host.model), -1.0, host.empty, chain, start=0.3), host.positive,
-                         host.negative, CFG, "euler", STEPS, latent=host.latent)
-    via_guider = custom_advanced(guider(host, guider_passes.counting(host.model), -1.0, chain, start=0.3), "euler",
-                                 ksampler_sigmas(host.model, "euler", STEPS), host.latent)
+    via_patch = ksampler(patch(patch_passes.counting(host.model), -1.0, 0.3, empty=host.empty, extra_negatives=chain),
+                         host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
+    via_guider = custom_advanced(guider(guider_passes.counting(host.model), host.positive, host.negative, CFG, -1.0,
+                                        0.3, empty=host.empty, extra_negatives=chain),
+                                 "euler", ksampler_sigmas(host.model, "euler", STEPS), host.latent)
     support.assert_close_to_scale(via_patch, via_guider)
-    without_extras = ksampler(patch(host.model, -1.0, host.empty, start=0.3), host.positive, host.negative, CFG,
+    without_extras = ksampler(patch(host.model, -1.0, 0.3, empty=host.empty), host.positive, host.negative, CFG,
                               "euler", STEPS, latent=host.latent)
     support.assert_changed(via_patch, without_extras)  # both routes applied the extra negatives
     assert patch_passes.by_sigma() == guider_passes.by_sigma()
@@ -112,8 +102,8 @@ def test_extra_negatives_with_zero_scale_are_not_evaluated(host, blurry):
     stock_passes, our_passes = PassCounter(), PassCounter()
     stock = ksampler(stock_passes.counting(host.model), host.positive, host.negative, CFG, "euler", STEPS,
                      latent=host.latent)
-    ours = ksampler(patch(our_passes.counting(host.model), -1.0, host.empty, extra(blurry, 0.0)), host.positive,
-                    host.negative, CFG, "euler", STEPS, latent=host.latent)
+    ours = ksampler(patch(our_passes.counting(host.model), -1.0, empty=host.empty, extra_negatives=extra(blurry, 0.0)),
+                    host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
     assert torch.equal(ours, stock)
     assert {conds for _, conds in our_passes.by_sigma()} == {(0, 1)}
 
@@ -126,11 +116,14 @@ def test_sequential_equals_batched(host, blurry, route):
         counters[evaluation] = passes = PassCounter()
         model = passes.counting(host.model)
         if route == "patch":
-            results[evaluation] = ksampler(patch(model, 2.0, host.empty, chain, evaluation), host.positive,
-                                           host.negative, CFG, "euler", STEPS, latent=host.latent)
+            results[evaluation] = ksampler(patch(model, 2.0, empty=host.empty, extra_negatives=chain,
+                                                 evaluation=evaluation),
+                                           host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
         else:
-            results[evaluation] = custom_advanced(guider(host, model, 2.0, chain, evaluation), "euler",
-                                                  ksampler_sigmas(host.model, "euler", STEPS), host.latent)
+            guide = guider(model, host.positive, host.negative, CFG, 2.0, empty=host.empty, extra_negatives=chain,
+                           evaluation=evaluation)
+            results[evaluation] = custom_advanced(guide, "euler", ksampler_sigmas(host.model, "euler", STEPS),
+                                                  host.latent)
     # Equal within rounding: batch layout changes float32 rounding a little; the random UNet amplifies it over the
     # steps.
     support.assert_close_to_scale(results["sequential"], results["batched"])
@@ -153,8 +146,7 @@ def test_extra_negative_validation(host):
 
 def test_extra_negatives_need_empty(host, blurry):
     passes = PassCounter()
-    model = node_classes().NegativeGuidance.execute(passes.counting(host.model), -1.0, 0.0, 1.0, "steps", "hard", 0.0,
-                                                    extra_negatives=extra(blurry, 1.0)).result[0]
+    model = patch(passes.counting(host.model), -1.0, extra_negatives=extra(blurry, 1.0))
     with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'"):
         ksampler(model, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
     assert passes.evaluations == []

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import support
-from support import PassCounter, ksampler
+from support import PassCounter, ksampler, patch
 
 STEPS = 2
 CFGS = [1.0, 1.5, 6.0]
@@ -23,11 +23,6 @@ def all_samplers():
     import comfy.samplers
 
     return list(comfy.samplers.KSampler.SAMPLERS)
-
-
-def patch(model, neg_scale=-1.0, start=0.0, end=1.0, empty=None):
-    nodes = support.pack_module("nodes.negative_guidance")
-    return nodes.NegativeGuidance.execute(model, neg_scale, start, end, "steps", "hard", 0.0, empty=empty).result[0]
 
 
 def self_attention_guidance(model):

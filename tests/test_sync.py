@@ -5,11 +5,16 @@ in an `if`, ...) and every operation whose output size depends on the data makes
 caught up; ComfyUI's own sampling loop makes none per model evaluation, so the CPU queues work ahead. Here the
 sampler hands the model a timestep and a latent of a tensor subclass that counts such conversions; everything
 computed from them (the predictions, the attention inputs the probe reads) is of the subclass too, so the
-pack's conversions are counted wherever they happen. The pack may read the sigma once per evaluation where a
-window opens or closes during the run (its windows need it as a number, as ComfyUI's own timestep ranges do), and
-reads nothing where every window is full or empty; the trace and the r_t probe add nothing while
+pack's conversions are counted wherever they happen. The run's sigmas (transformer_options["sample_sigmas"]) and
+the model's sampling buffers (model_sampling: sigmas, log_sigmas, sigma_min/max, behind percent_to_sigma) are of
+the subclass too, so reading them during an evaluation counts as well; reading them once per run, before the first
+evaluation (as the pack does to resolve its windows), does not. The pack may read the sigma once per evaluation
+where a window opens or closes during the run (its windows need it as a number, as ComfyUI's own timestep ranges
+do), and reads nothing where every window is full or empty; the trace and the r_t probe add nothing while
 sampling and convert once per run, when the run is read.
 """
+
+import copy
 
 import pytest
 import torch
@@ -30,6 +35,10 @@ class SyncCounted(torch.Tensor):
         if func in CONVERSIONS or (func in INDEXING and _boolean_index(args)):
             SyncCounted.count += 1
         return super().__torch_function__(func, types, args, kwargs or {})
+
+    def __deepcopy__(self, memo):
+        # A copy is a plain tensor: the pack's once-per-run host copy of model_sampling then reads host memory.
+        return copy.deepcopy(self.as_subclass(torch.Tensor), memo)
 
 
 CONVERSIONS = {
@@ -72,7 +81,7 @@ class CountingEuler:
         from comfy_extras import nodes_custom_sampler as custom
 
         noise = custom.RandomNoise.execute(1).result[0]
-        sigmas = support.ksampler_sigmas(host.model, "euler", STEPS)
+        sigmas = support.ksampler_sigmas(host.model, "euler", STEPS).as_subclass(SyncCounted)
         sampler = comfy.samplers.KSAMPLER(self)
         custom.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, host.latent)
         assert len(self.per_evaluation) == STEPS
@@ -92,21 +101,36 @@ def probed(host, model):
         model, host.clip, "a woman in a garden, photo", "glasses, blurry", "woman", "glasses")
 
 
+def with_counted_sampling(model):
+    """The model with a copy of its model_sampling whose buffers count host reads, as a model node patches it
+    (ModelSamplingDiscrete and the like use the same object patch)."""
+    counted = copy.deepcopy(model.get_model_object("model_sampling"))
+    for name, buffer in list(counted.named_buffers()):
+        counted.register_buffer(name, buffer.as_subclass(SyncCounted))
+    buffers = dict(counted.named_buffers())
+    assert buffers and all(isinstance(buffer, SyncCounted) for buffer in buffers.values())
+    patched_model = model.clone()
+    patched_model.add_object_patch("model_sampling", counted)
+    return patched_model
+
+
 def stock_guider(host, model):
     from comfy_extras import nodes_custom_sampler as custom
 
-    return custom.CFGGuider.execute(model, host.positive, host.negative, CFG).result[0]
+    return custom.CFGGuider.execute(with_counted_sampling(model), host.positive, host.negative, CFG).result[0]
 
 
-def patched(host, model, trace=None, evaluation="batched"):
-    # s⁻ = 3 over the first half: 3 passes, then 2 (the window and pass skipping both read the sigma).
-    return pack().NegativeGuidance.execute(model, 3.0, 0.0, 0.5, "steps", "hard", 0.0, empty=host.empty,
-                                           trace=trace, evaluation=evaluation).result[0]
+# s⁻ = 3 over the first half: 3 passes, then 2 (the window and pass skipping both read the sigma).
+WINDOW = {"neg_scale": 3.0, "start": 0.0, "end": 0.5}
+
+
+def patched(host, model, trace=None, evaluation="batched", unit="steps"):
+    return support.patch(model, **WINDOW, unit=unit, empty=host.empty, trace=trace, evaluation=evaluation)
 
 
 def pack_guider(host, model, trace=None):
-    return pack().NegativeGuidanceGuider.execute(model, host.positive, host.negative, CFG, 3.0, 0.0, 0.5, "steps",
-                                                 "hard", 0.0, empty=host.empty, trace=trace).result[0]
+    return support.guider(with_counted_sampling(model), host.positive, host.negative, CFG, **WINDOW, empty=host.empty,
+                          trace=trace)
 
 
 def test_stock_cfg_guider_makes_none(host):
@@ -125,14 +149,35 @@ def test_counter_sees_a_sigma_read(host):
 def test_windows_that_never_change_read_no_sigma(host, route, neg_scale, start, end):
     """Where no window opens or closes during sampling the coefficients are the same at every evaluation: the
     pack makes no synchronisation at all, as the stock guider (on a GPU the CPU keeps queueing work ahead)."""
+    window = {"neg_scale": neg_scale, "start": start, "end": end}
     if route == "guider":
-        guider = pack().NegativeGuidanceGuider.execute(host.model, host.positive, host.negative, CFG, neg_scale,
-                                                       start, end, "steps", "hard", 0.0, empty=host.empty).result[0]
+        guider = support.guider(with_counted_sampling(host.model), host.positive, host.negative, CFG, **window,
+                                empty=host.empty)
     else:
-        model = pack().NegativeGuidance.execute(host.model, neg_scale, start, end, "steps", "hard", 0.0,
-                                                empty=host.empty).result[0]
-        guider = stock_guider(host, model)
+        guider = stock_guider(host, support.patch(host.model, **window, empty=host.empty))
     assert CountingEuler().sample(host, guider) == [0] * STEPS
+
+
+def test_counter_sees_reads_of_the_run_sigmas_and_the_model_sampling(host):
+    """A wrapper that reads the run's sigmas and the model's percent_to_sigma at every evaluation (a pack doing
+    that would make the GPU wait twice more per step) is seen: the counter is not blind to them."""
+    import comfy.patcher_extension
+
+    def reads_per_evaluation(executor, x, timestep, model_options, *args, **kwargs):
+        float(model_options["transformer_options"]["sample_sigmas"][0])
+        executor.class_obj.inner_model.model_sampling.percent_to_sigma(0.5)
+        return executor(x, timestep, model_options, *args, **kwargs)
+
+    model = host.model.clone()
+    model.add_wrapper(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, reads_per_evaluation)
+    assert CountingEuler().sample(host, stock_guider(host, model)) == [2] * STEPS
+
+
+@pytest.mark.parametrize("unit", ["timestep_percent", "sigma"])
+def test_windows_from_the_model_sampling_read_it_once_per_run(host, unit):
+    """These units place the window with the model's sampling (percent_to_sigma, sigma_min/max): resolved before the
+    first evaluation, so sampling still reads only the sigma."""
+    assert CountingEuler().sample(host, stock_guider(host, patched(host, host.model, unit=unit))) == [1] * STEPS
 
 
 @pytest.mark.parametrize("route", ["patch", "guider", "patch_sequential"])

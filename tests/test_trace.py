@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import support
-from support import custom_advanced, ksampler, ksampler_sigmas
+from support import custom_advanced, guider, ksampler, ksampler_sigmas, patch
 
 STEPS = 6
 CFG = 5.0
+NEG_SCALE = 2.0  # three-way: s⁻ ≠ s⁺ − 1, so the trace records every norm
 
 
 def nodes():
@@ -25,16 +26,6 @@ def trace_nodes():
 
 def new_trace():
     return trace_nodes().NegativeGuidanceTrace.execute().result[0]
-
-
-def patch(model, trace=None, neg_scale=2.0, start=0.0, end=1.0, empty=None):
-    return nodes().NegativeGuidance.execute(model, neg_scale, start, end, "steps", "hard", 0.0, empty=empty,
-                                            trace=trace).result[0]
-
-
-def guider(host, model, trace=None, cfg=CFG, neg_scale=2.0, start=0.0, end=1.0, empty=None):
-    return nodes().NegativeGuidanceGuider.execute(model, host.positive, host.negative, cfg, neg_scale, start, end,
-                                                  "steps", "hard", 0.0, empty=empty, trace=trace).result[0]
 
 
 class PredictionTap:
@@ -77,10 +68,10 @@ def reference_metrics(sigma, preds, cfg, negative_scale):
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
 def test_patch_route_same_samples_with_and_without_trace(host, sampler):
     trace = new_trace()
-    plain = ksampler(patch(host.model, None, empty=host.empty), host.positive, host.negative, CFG, sampler, STEPS,
+    plain = ksampler(patch(host.model, NEG_SCALE, empty=host.empty), host.positive, host.negative, CFG, sampler, STEPS,
                      latent=host.latent)
-    traced = ksampler(patch(host.model, trace, empty=host.empty), host.positive, host.negative, CFG, sampler, STEPS,
-                      latent=host.latent)
+    traced = ksampler(patch(host.model, NEG_SCALE, empty=host.empty, trace=trace), host.positive, host.negative, CFG,
+                      sampler, STEPS, latent=host.latent)
     assert torch.equal(plain, traced)  # bit for bit
     run = trace.last_run
     assert run is not None and run.cfg == CFG  # s⁺ is the KSampler's cfg on the patch route
@@ -90,8 +81,10 @@ def test_patch_route_same_samples_with_and_without_trace(host, sampler):
 def test_guider_route_same_samples_with_and_without_trace(host):
     trace = new_trace()
     sigmas = ksampler_sigmas(host.model, "heun", STEPS)
-    plain = custom_advanced(guider(host, host.model, None, empty=host.empty), "heun", sigmas, host.latent)
-    traced = custom_advanced(guider(host, host.model, trace, empty=host.empty), "heun", sigmas, host.latent)
+    plain = custom_advanced(guider(host.model, host.positive, host.negative, CFG, NEG_SCALE, empty=host.empty),
+                            "heun", sigmas, host.latent)
+    traced = custom_advanced(guider(host.model, host.positive, host.negative, CFG, NEG_SCALE, empty=host.empty,
+                                    trace=trace), "heun", sigmas, host.latent)
     assert torch.equal(plain, traced)
     assert len(trace.last_run.evaluations) == 2 * STEPS - 1
     assert trace.last_run.sigmas == pytest.approx(sigmas.tolist())
@@ -114,11 +107,11 @@ def test_recorded_numbers_equal_independent_computation(host, route):
     neg_scale, start, end = 2.5, 0.0, 0.5  # the negative acts over the first half of the steps
     sigmas = ksampler_sigmas(host.model, "euler", STEPS)
     if route == "patch":
-        ksampler(patch(model, trace, neg_scale, start, end, empty=host.empty), host.positive, host.negative, CFG,
+        ksampler(patch(model, neg_scale, start, end, empty=host.empty, trace=trace), host.positive, host.negative, CFG,
                  "euler", STEPS, latent=host.latent)
     else:
-        custom_advanced(guider(host, model, trace, CFG, neg_scale, start, end, empty=host.empty), "euler", sigmas,
-                        host.latent)
+        custom_advanced(guider(model, host.positive, host.negative, CFG, neg_scale, start, end, empty=host.empty,
+                               trace=trace), "euler", sigmas, host.latent)
     evaluations = trace.last_run.evaluations
     assert len(evaluations) == len(tap.calls) == STEPS
     for i, (record, (sigma, preds)) in enumerate(zip(evaluations, tap.calls)):
@@ -146,7 +139,7 @@ def test_recorded_numbers_equal_independent_computation(host, route):
 def test_ordinary_negative_records_none_where_empty_is_not_evaluated(host):
     trace, tap = new_trace(), PredictionTap()
     # Defaults: neg_scale = cfg - 1 over the whole run (the ordinary negative prompt); ∅ drops out.
-    ksampler(patch(tap.tapped(host.model), trace, neg_scale=-1.0, empty=host.empty), host.positive, host.negative,
+    ksampler(patch(tap.tapped(host.model), -1.0, empty=host.empty, trace=trace), host.positive, host.negative,
              CFG, "euler", STEPS, latent=host.latent)
     for record, (sigma, preds) in zip(trace.last_run.evaluations, tap.calls):
         assert record.evaluated == ("positive", "negative") and record.passes == 2
@@ -162,8 +155,8 @@ def test_ordinary_negative_records_none_where_empty_is_not_evaluated(host):
 
 def test_plot_node_image_json_and_ui(host):
     trace = new_trace()
-    latent = {"samples": ksampler(patch(host.model, trace, empty=host.empty), host.positive, host.negative, CFG,
-                                  "heun", STEPS, latent=host.latent)}
+    latent = {"samples": ksampler(patch(host.model, NEG_SCALE, empty=host.empty, trace=trace), host.positive,
+                                  host.negative, CFG, "heun", STEPS, latent=host.latent)}
     output = trace_nodes().NegativeGuidanceTracePlot.execute(trace, latent, "step")
     image, text, passed = output.result
     assert image.shape[0] == 1 and image.shape[-1] == 3 and image.shape[1] > 200

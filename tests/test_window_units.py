@@ -16,15 +16,10 @@ import torch
 
 import support
 from compat_support import three_way_reference
-from support import PassCounter, ksampler, ksampler_sigmas
+from support import PassCounter, ksampler, ksampler_sigmas, patch
 
 CFG = 6.0
 STEPS = 8
-
-
-def patch(model, neg_scale, start, end, unit, empty):
-    nodes = support.pack_module("nodes.negative_guidance")
-    return nodes.NegativeGuidance.execute(model, neg_scale, start, end, unit, "hard", 0.0, empty=empty).result[0]
 
 
 def timestep_range(conditioning, start, end):
@@ -83,7 +78,7 @@ def test_percent_window_equals_stock_timestep_ranges(host, start, end, scheduler
     stock_passes, our_passes = PassCounter(), PassCounter()
     stock = ksampler(stock_passes.counting(host.model), host.positive, stock_windowed_negative(host, start, end), CFG,
                      sampler, STEPS, latent=host.latent, scheduler=scheduler)
-    ours = ksampler(patch(our_passes.counting(host.model), -1.0, start, end, "timestep_percent", host.empty),
+    ours = ksampler(patch(our_passes.counting(host.model), -1.0, start, end, "timestep_percent", empty=host.empty),
                     host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent, scheduler=scheduler)
     assert torch.equal(ours, stock)
     assert [e.batch for e in our_passes.evaluations] == [e.batch for e in stock_passes.evaluations]
@@ -102,7 +97,7 @@ def test_percent_window_with_cfg_pp_equals_stock_timestep_ranges(host, sampler, 
     stock_passes, our_passes = PassCounter(), PassCounter()
     stock = ksampler(stock_passes.counting(host.model), host.positive, stock_windowed_negative(host, start, end), cfg,
                      sampler, STEPS, latent=host.latent)
-    ours = ksampler(patch(our_passes.counting(host.model), -1.0, start, end, "timestep_percent", host.empty),
+    ours = ksampler(patch(our_passes.counting(host.model), -1.0, start, end, "timestep_percent", empty=host.empty),
                     host.positive, host.negative, cfg, sampler, STEPS, latent=host.latent)
     assert torch.equal(ours, stock)
     assert [e.batch for e in our_passes.evaluations] == [e.batch for e in stock_passes.evaluations]
@@ -129,7 +124,7 @@ def test_three_way_window_unit_equals_reference(host, unit, start, end, schedule
     expected = ksampler(reference_model, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent,
                         scheduler=scheduler)
     passes = PassCounter()
-    ours = ksampler(patch(passes.counting(host.model), neg_scale, start, end, unit, host.empty), host.positive,
+    ours = ksampler(patch(passes.counting(host.model), neg_scale, start, end, unit, empty=host.empty), host.positive,
                     host.negative, CFG, "euler", STEPS, latent=host.latent, scheduler=scheduler)
     support.assert_close_to_scale(ours, expected)
     # The negative was evaluated on exactly the unit's steps, which are not the steps unit's (checked above).
@@ -154,8 +149,6 @@ def test_percent_table_asks_the_model_only_for_its_edges(host):
     counted.__class__ = type("CountedModelSampling", (type(model_sampling),), {"percent_to_sigma": percent_to_sigma})
     model = host.model.clone()
     model.add_object_patch("model_sampling", counted)
-    nodes = support.pack_module("nodes.negative_guidance")
-    patched = nodes.NegativeGuidance.execute(model, 3.0, 0.2, 0.7, "timestep_percent", "linear", 0.1,
-                                             empty=host.empty).result[0]
+    patched = patch(model, 3.0, 0.2, 0.7, "timestep_percent", "linear", 0.1, empty=host.empty)
     ksampler(patched, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
     assert sorted(calls) == pytest.approx([0.2, 0.3, 0.6, 0.7])
