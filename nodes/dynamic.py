@@ -59,6 +59,10 @@ class DynamicNegative:
     p_min: float = 1e-6
     method: str = "mixture"  # mixture: mixture-corrected filter + Tweedie start; published: DNG as published
 
+    def largest_scale(self) -> float:
+        """The largest s⁻ can be: λ·p_max/(1 − p_max)."""
+        return self.strength * self.p_max / (1.0 - self.p_max)
+
     def constant_scale(self) -> float:
         """s⁻ when p never moves (temperature 0, offset 0): λ·prior/(1 − prior), prior clipped like p."""
         p = min(max(self.prior, self.p_min), self.p_max)

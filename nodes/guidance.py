@@ -188,9 +188,10 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
                       *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if _acts(alpha))]
         uncond = next((c for c in candidates if c is not None), None)
     else:
-        # s⁺ = 1 with a fixed or dynamic negative acting: no CFG term and no u*. The hooks see eps(∅) as the unconditional
-        # prediction, and the negative term is applied after them, so that a post-CFG patch such as
-        # PerturbedAttentionGuidance does not scale it too.
+        # No u*: s⁺ = 1 with a fixed or dynamic negative acting (no CFG term), or s⁺ so close to 1 that u* would lose
+        # the guidance to rounding (schedule.MAX_BLEND). The hooks see eps(∅) as the unconditional prediction, and
+        # the negative term is applied after them, so that a post-CFG patch such as PerturbedAttentionGuidance does
+        # not scale it too.
         for s, need, negative_pred in zip(scales, coefficients.needs_negatives, negative_preds):
             if need:
                 term = s * (negative_pred - empty_pred)

@@ -41,6 +41,12 @@ ZERO_RELATIVE_TOLERANCE = 1e-9
 NEG_SCALE_FOLLOWS_CFG = -1.0
 
 
+# The largest blend αᵢ = sᵢ/(s⁺ − 1) taken through u* (see StepCoefficients.blends): float32 rounds u* + s⁺(c − u*)
+# to about |α|·2⁻²⁴ of the guidance, 0.06 % at this bound (s⁻ 100 at cfg 1.01; a dynamic scale at its largest,
+# λ 20 and p_max 0.99, down to cfg 1.2); beyond it the step goes without u*.
+MAX_BLEND = 10000.0
+
+
 def is_zero(value: float, cond_scale: float = 1.0) -> bool:
     """Whether a coefficient is zero next to a CFG scale s⁺ (the same test as math.isclose(s⁺, 1.0) for s⁺ − 1)."""
     return abs(value) <= ZERO_RELATIVE_TOLERANCE * max(1.0, abs(cond_scale))
@@ -126,9 +132,9 @@ class NegativeTerm:
     scale: float
     window: Window
     window_unit: str = "steps"
-    # The settings of a dynamic scale (a dynamic.DynamicNegative), or None for the constant scale `scale`. A dynamic
-    # term's coefficient is wᵢ(t)·fᵢ, fᵢ = λp/(1 − p) per sample, known only once the model has been evaluated
-    # (StepCoefficients.with_factors); `scale` is then not used.
+    # The settings of a dynamic scale (a dynamic.DynamicNegative, of which this module reads largest_scale()), or
+    # None for the constant scale `scale`. A dynamic term's coefficient is wᵢ(t)·fᵢ, fᵢ = λp/(1 − p) per sample,
+    # known only once the model has been evaluated (StepCoefficients.with_factors); `scale` is then not used.
     dynamic: object = None
 
     def acts(self, cond_scale: float) -> bool:
@@ -181,11 +187,13 @@ class GuidanceSettings:
         # continuity (the stock negative prompt at cfg 1: u* = eps(ỹ)). Any other term has a fixed sᵢ, zero there
         # (or u* does not exist, see StepCoefficients.blends).
         limit_blends = tuple(float(w) if i == 0 and self.follows_cfg else 0.0 for i, w in enumerate(window_weights))
-        dynamic = tuple(term.dynamic is not None for term in self.terms)
+        # Per term, the largest its per-sample factor can be (a dynamic scale), else None.
+        dynamic = tuple(term.dynamic.largest_scale() if term.dynamic is not None else None for term in self.terms)
         # A dynamic term's coefficient before its per-sample factor is its window weight.
-        negatives = tuple(w if is_dynamic else term.scale * w
-                          for term, w, is_dynamic in zip(self.terms, window_weights, dynamic))
-        return StepCoefficients(self.cfg, negatives, limit_blends, dynamic if any(dynamic) else ())
+        negatives = tuple(w if bound is not None else term.scale * w
+                          for term, w, bound in zip(self.terms, window_weights, dynamic))
+        return StepCoefficients(self.cfg, negatives, limit_blends,
+                                dynamic if any(bound is not None for bound in dynamic) else ())
 
     def constant_weights(self) -> tuple | None:
         """Each term's window weight when no window opens or closes during sampling (every window full or empty),
@@ -218,8 +226,9 @@ class StepCoefficients:
     negatives: tuple  # sᵢ = scaleᵢ·wᵢ(t); for a dynamic negative wᵢ(t), which its per-sample factor fᵢ multiplies
     # αᵢ of u* at s⁺ = 1 by continuity in s⁺ (GuidanceSettings.at): wᵢ for a term that follows cfg, else 0.
     limit_blends: tuple | None = None
-    # Per negative: whether its coefficient is sᵢ·fᵢ, fᵢ = λp/(1 − p) a per-sample factor known only once the model
-    # has been evaluated (a dynamic negative scale, see with_factors); () when none is.
+    # Per negative: for a coefficient sᵢ·fᵢ, fᵢ = λp/(1 − p) a per-sample factor known only once the model has been
+    # evaluated (a dynamic negative scale, see with_factors), the largest fᵢ can be; None for a constant scale; ()
+    # when no negative is dynamic.
     dynamic: tuple = ()
 
     @property
@@ -246,8 +255,8 @@ class StepCoefficients:
     @cached_property
     def needs_factors(self) -> tuple:
         """Per negative: whether this evaluation uses its per-sample factor fᵢ (a dynamic negative that acts)."""
-        dynamic = self.dynamic or (False,) * len(self.negatives)
-        return tuple(is_dynamic and need for is_dynamic, need in zip(dynamic, self.needs_negatives))
+        dynamic = self.dynamic or (None,) * len(self.negatives)
+        return tuple(bound is not None and need for bound, need in zip(dynamic, self.needs_negatives))
 
     @cached_property
     def needs_empty(self) -> bool:
@@ -271,16 +280,31 @@ class StepCoefficients:
         At s⁺ = 1 the CFG term vanishes and u* is its limit as s⁺ → 1, which exists when every negative with a
         non-zero coefficient follows cfg (`limit_blends`; a term that follows cfg has α = w at any s⁺). With a
         fixed sᵢwᵢ ≠ 0 at s⁺ = 1 no u* exists: None.
+
+        Near s⁺ = 1 (but not at it, by ComfyUI's math.isclose) the αᵢ grow as 1/(s⁺ − 1), and u* + s⁺(c − u*) loses
+        about |α|·2⁻²⁴ of the guidance to float32 rounding (12 % at s⁺ = 1 + 10⁻⁶, s⁻ 2). Beyond MAX_BLEND the step
+        is taken as where no u* exists (None): the same formula, without the cancellation.
         """
         if not self.has_cfg_term:
             if any(self.needs_negatives):
                 return None
             return self.limit_blends if self.limit_blends is not None else tuple(0.0 for _ in self.negatives)
+        if self.largest_blend > MAX_BLEND:
+            return None
         active = [s if need else 0.0 for s, need in zip(self.negatives, self.needs_negatives)]
         # Where ∅ drops out, Σ αᵢ = 1 within the tolerance: normalise so that u* is exactly Σ αᵢnᵢ with Σ αᵢ = 1 (a
         # single negative gives u* = n bit for bit, as ComfyUI's own CFG does). Σ sᵢ is then (s⁺ − 1)·Σ αᵢ ≠ 0.
         denominator = sum(active) if not self.needs_empty else self.cond_scale - 1.0
         return tuple(s / denominator for s in active)
+
+    @property
+    def largest_blend(self) -> float:
+        """The largest |αᵢ| = |sᵢ·fᵢ| / |s⁺ − 1| this evaluation can have (fᵢ = 1 for a constant scale, its largest
+        value for a dynamic one); only where there is a CFG term."""
+        bounds = self.dynamic or (None,) * len(self.negatives)
+        return max((abs(s) * (1.0 if bound is None else bound)
+                    for s, bound, need in zip(self.negatives, bounds, self.needs_negatives) if need),
+                   default=0.0) / abs(self.cond_scale - 1.0)
 
     def with_factors(self, factors) -> tuple:
         """(sᵢ, αᵢ) of this evaluation with each dynamic negative's per-sample factor multiplied in: `factors` holds,

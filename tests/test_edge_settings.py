@@ -60,6 +60,31 @@ def test_cfg_just_above_one_with_a_tiny_negative_scale(host, route):
     assert not torch.equal(reference, positive_only)
 
 
+@pytest.mark.parametrize("cfg", [1.0 + 1e-4, 1.0 + 1e-6, 1.0 + 1e-8])
+@pytest.mark.parametrize("route", ["patch", "guider"])
+def test_cfg_near_one_with_a_fixed_negative_keeps_its_precision(host, route, cfg):
+    """cfg just above 1 (not 1 for math.isclose, e.g. from a link) with s⁻ 2: u* would need α = s⁻/(s⁺ − 1) up to
+    2·10⁸ and float32 would round the guidance away (relative errors of 6.6e-4 at 1 + 1e-6 and 3e-2 at 1 + 1e-8
+    before); beyond schedule.MAX_BLEND the pack combines without u*. DualCFGGuider(y, ∅, ỹ) computes the same formula
+    without any blend."""
+    from comfy_extras import nodes_custom_sampler as custom
+
+    neg_scale = 2.0
+    sigmas = ksampler_sigmas(host.model, "euler", STEPS)
+    if route == "patch":
+        ours = ksampler(patch(host.model, neg_scale, empty=host.empty), host.positive, host.negative, cfg, "euler",
+                        STEPS, latent=host.latent)
+    else:
+        ours = custom_advanced(guider(host.model, host.positive, host.negative, cfg, neg_scale, empty=host.empty),
+                               "euler", sigmas, host.latent)
+    dual = custom.DualCFGGuider.execute(host.model, host.positive, host.empty, host.negative, cfg, neg_scale + 1.0,
+                                        "regular").result[0]
+    reference = custom_advanced(dual, "euler", sigmas, host.latent)
+    support.assert_close_to_scale(ours, reference)
+    support.assert_changed(reference, ksampler(host.model, host.positive, host.negative, cfg, "euler", STEPS,
+                                               latent=host.latent))
+
+
 @pytest.mark.parametrize("cfg", [1.0 + 1e-10, 1.0 + 1e-6])
 def test_defaults_near_cfg_one_follow_comfyuis_test(host, cfg):
     """At the defaults the pass pattern and samples are the stock KSampler's on both sides of math.isclose(cfg, 1)."""

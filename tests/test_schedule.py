@@ -58,7 +58,29 @@ class TestWindow:
         assert Window(0.2, 0.8, "hard", 0.3).weight(0.21) == 1.0
 
 
+class DynamicSettings:
+    """What schedule.py reads of a dynamic scale's settings (dynamic.DynamicNegative, which needs torch)."""
+
+    def largest_scale(self) -> float:
+        return 198.0  # λ 2, p_max 0.99
+
+
 class TestCoefficients:
+    @pytest.mark.parametrize("cfg, s, has_blend", [
+        (1.5, 2.0, True), (1.01, 100.0, True), (1.0 + 1e-4, 2.0, False), (1.0 + 1e-8, 2.0, False),
+        (0.99, 2.0, True), (1.0 - 1e-6, 2.0, False)])
+    def test_no_blend_where_it_would_lose_the_guidance_to_rounding(self, cfg, s, has_blend):
+        """α = s/(s⁺ − 1) beyond MAX_BLEND: the step goes without u* (the same formula, applied after the hooks)."""
+        k = schedule.StepCoefficients(cfg, (s,))
+        assert (k.blends is not None) == has_blend
+        if has_blend:
+            assert k.blends[0] == pytest.approx(s / (cfg - 1.0))
+
+    def test_a_dynamic_scale_counts_at_its_largest(self):
+        settings = schedule.GuidanceSettings(1.01, 0.0, Window(), dynamic=DynamicSettings())
+        assert settings.at([1.0]).blends is None  # 198 / 0.01 > MAX_BLEND
+        assert schedule.GuidanceSettings(1.5, 0.0, Window(), dynamic=DynamicSettings()).at([1.0]).blends is not None
+
     def test_weights_reproduce_the_formula(self):
         c, n, e = 0.7, -1.3, 0.2
         for cfg, s in ((7.0, 6.0), (7.0, 2.5), (1.0, 3.0), (5.0, 0.0), (1.0, 0.0)):
@@ -89,7 +111,7 @@ class TestCoefficients:
         """A dynamic main negative: sᵢ = wᵢ·fᵢ, fᵢ known only after the model pass (here a number per sample);
         ∅ is needed wherever it acts, even where a constant sᵢ = s⁺ − 1 would have let ∅ drop out (cfg 2)."""
         c, n, e, factor = 0.7, -1.3, 0.2, 3.0
-        settings = schedule.GuidanceSettings(cfg, schedule.NEG_SCALE_FOLLOWS_CFG, Window(), dynamic="settings")
+        settings = schedule.GuidanceSettings(cfg, schedule.NEG_SCALE_FOLLOWS_CFG, Window(), dynamic=DynamicSettings())
         assert not settings.follows_cfg and settings.needs_empty()
         k = settings.at([weight])
         acts = weight > 0.0
