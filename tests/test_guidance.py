@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import support
-from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas
+from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas, patch
 
 SAMPLERS = ["euler", "dpmpp_2m", "heun", "uni_pc"]
 CFG = 6.0
@@ -37,13 +37,9 @@ def node_classes():
     return support.pack_module("nodes.negative_guidance")
 
 
-def patch(model, neg_scale=-1.0, start=0.0, end=1.0, unit="steps", ramp="hard", width=0.0, empty=None):
-    return node_classes().NegativeGuidance.execute(model, neg_scale, start, end, unit, ramp, width, empty=empty).result[0]
-
-
-def guider(host, model, cfg, neg_scale=-1.0, start=0.0, end=1.0, unit="steps", ramp="hard", width=0.0, empty=None):
-    return node_classes().NegativeGuidanceGuider.execute(model, host.positive, host.negative, cfg, neg_scale, start,
-                                                          end, unit, ramp, width, empty=empty).result[0]
+def guider(host, model, cfg, *settings, **named):
+    """The pack's guider with the host's prompts (support.guider)."""
+    return support.guider(model, host.positive, host.negative, cfg, *settings, **named)
 
 
 def assert_one_forward_per_evaluation(ours: PassCounter, stock: PassCounter):
@@ -122,8 +118,8 @@ def test_guider_equals_dual_cfg_guider(host, stock_run, sampler, cfg, neg_scale)
 @pytest.mark.parametrize("settings", [
     {"neg_scale": 2.5},
     {"neg_scale": 4.0, "start": 0.25, "end": 0.75},
-    {"neg_scale": 4.0, "start": 0.2, "end": 0.9, "ramp": "linear", "width": 0.3},
-    {"neg_scale": 3.0, "start": 0.3, "end": 0.8, "unit": "timestep_percent", "ramp": "smoothstep", "width": 0.2},
+    {"neg_scale": 4.0, "start": 0.2, "end": 0.9, "ramp": "linear", "ramp_width": 0.3},
+    {"neg_scale": 3.0, "start": 0.3, "end": 0.8, "unit": "timestep_percent", "ramp": "smoothstep", "ramp_width": 0.2},
     {"neg_scale": 3.0, "start": 0.0, "end": 0.6, "unit": "sigma"},
 ], ids=["three_way", "window", "linear_ramp", "percent_smoothstep", "sigma_unit"])
 def test_patch_equals_guider(host, stock_run, sampler, settings):
@@ -192,7 +188,7 @@ def test_linear_ramp_equals_reference(host):
 
     reference = reference_model(host.model, host.empty, CFG, neg_scale, ramp_weight)
     expected = ksampler(reference, host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
-    ours = ksampler(patch(host.model, neg_scale, start, end, ramp="linear", width=width, empty=host.empty),
+    ours = ksampler(patch(host.model, neg_scale, start, end, ramp="linear", ramp_width=width, empty=host.empty),
                     host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
     support.assert_close_to_scale(ours, expected)
     hard_window = ksampler(patch(host.model, neg_scale, start, end, empty=host.empty), host.positive, host.negative,
@@ -220,7 +216,7 @@ def test_research_window_steps_5_to_15_of_30(host, neg_scale):
 
 def test_research_window_with_linear_ramp_as_in_the_readme(host):
     passes = PassCounter()
-    ksampler(patch(passes.counting(host.model), -1.0, 0.1667, 0.5, ramp="linear", width=0.1, empty=host.empty),
+    ksampler(patch(passes.counting(host.model), -1.0, 0.1667, 0.5, ramp="linear", ramp_width=0.1, empty=host.empty),
              host.positive, host.negative, 7.0, "euler", 30, latent=host.latent)
     observed = [conds for _, conds in passes.by_sigma()]
     ramping = {6, 7, 13, 14}  # w = 1/3, 2/3 fading in; 2/3, 1/3 fading out: ∅ no longer drops out
