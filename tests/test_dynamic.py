@@ -403,3 +403,15 @@ def test_a_sampler_changing_x_in_place_leaves_the_next_update_alone(host):
     assert torch.equal(in_place_sample(constant), guider_sample(host, constant))
     dynamic_scale = guided(host, -1.0, settings)
     assert torch.equal(in_place_sample(dynamic_scale), guider_sample(host, dynamic_scale))
+
+
+def test_constant_p_at_the_largest_settings_equals_constant_scale_under_a_cfg_patch(host):
+    """λ 100 and p_max 0.999 (the node's largest) at cfg 5: the dynamic scale could reach 99 900, yet u* stays (only
+    a cfg within NEAR_ONE of 1 goes without it), so RescaleCFG sees the same u* as with the equal constant scale."""
+    from comfy_extras.nodes_model_advanced import RescaleCFG
+
+    dynamic = pack()[1].DynamicNegative(strength=100.0, prior=0.05, temperature=0.0, p_max=0.999)
+    rescaled = RescaleCFG().patch(host.model, 0.7)[0]
+    ours = patch_sample(host, patched(host, -1.0, dynamic, model=rescaled))
+    reference = patch_sample(host, patched(host, dynamic.constant_scale(), model=rescaled))
+    support.assert_close_to_scale(ours, reference)

@@ -85,6 +85,37 @@ def test_cfg_near_one_with_a_fixed_negative_keeps_its_precision(host, route, cfg
                                                latent=host.latent))
 
 
+def test_without_u_star_near_cfg_one_the_hooks_see_the_empty_prompt(host):
+    """Where a run goes without u* although s⁺ ≠ 1 (cfg 1 + 1e-6, s⁻ 2), a sampler_cfg_function receives eps(∅) as
+    the unconditional prediction and cond_scale s⁺, and the negative term comes after it: a hook that returns the
+    plain CFG of what it gets leaves the result of DualCFGGuider(y, ∅, ỹ)."""
+    import comfy.sampler_helpers
+    import comfy.samplers
+    from comfy_extras import nodes_custom_sampler as custom
+
+    cfg, neg_scale = 1.0 + 1e-6, 2.0
+    empty_conds = comfy.sampler_helpers.convert_cond(host.empty)
+    seen = []
+
+    def plain_cfg(args):
+        x, sigma, inner_model = args["input"], args["sigma"], args["model"]
+        encoded = comfy.samplers.encode_model_conds(inner_model.extra_conds, empty_conds, x, x.device, "negative")
+        empty_pred, = comfy.samplers.calc_cond_batch(inner_model, [encoded], x, sigma, args["model_options"])
+        seen.append((args["cond_scale"], support.relative_error(args["uncond_denoised"], empty_pred)))
+        return args["uncond"] + args["cond_scale"] * (args["cond"] - args["uncond"])
+
+    model = host.model.clone()
+    model.set_model_sampler_cfg_function(plain_cfg)
+    sigmas = ksampler_sigmas(host.model, "euler", STEPS)
+    ours = custom_advanced(guider(model, host.positive, host.negative, cfg, neg_scale, empty=host.empty), "euler",
+                           sigmas, host.latent)
+    assert len(seen) == STEPS and all(scale == cfg for scale, _ in seen)
+    assert max(error for _, error in seen) < support.RELATIVE_TOLERANCE
+    dual = custom.DualCFGGuider.execute(host.model, host.positive, host.empty, host.negative, cfg, neg_scale + 1.0,
+                                        "regular").result[0]
+    support.assert_close_to_scale(ours, custom_advanced(dual, "euler", sigmas, host.latent))
+
+
 @pytest.mark.parametrize("cfg", [1.0 + 1e-10, 1.0 + 1e-6])
 def test_defaults_near_cfg_one_follow_comfyuis_test(host, cfg):
     """At the defaults the pass pattern and samples are the stock KSampler's on both sides of math.isclose(cfg, 1)."""

@@ -67,19 +67,24 @@ class DynamicSettings:
 
 class TestCoefficients:
     @pytest.mark.parametrize("cfg, s, has_blend", [
-        (1.5, 2.0, True), (1.01, 100.0, True), (1.0 + 1e-4, 2.0, False), (1.0 + 1e-8, 2.0, False),
-        (0.99, 2.0, True), (1.0 - 1e-6, 2.0, False)])
+        (1.5, 2.0, True), (1.01, 100.0, True), (0.99, 2.0, True),  # a cfg the widget can give: always u*
+        (1.0 + 1e-4, 2.0, False), (1.0 + 1e-8, 2.0, False), (1.0 - 1e-6, 2.0, False),  # α beyond MAX_BLEND
+        (1.0 + 1.8e-6, 9e-7, True),  # α = 1/2: nothing to lose
+        (1.0 + 1e-4, -1.0, True),  # follows cfg: α = w
+    ])
     def test_no_blend_where_it_would_lose_the_guidance_to_rounding(self, cfg, s, has_blend):
-        """α = s/(s⁺ − 1) beyond MAX_BLEND: the step goes without u* (the same formula, applied after the hooks)."""
-        k = schedule.StepCoefficients(cfg, (s,))
+        """Near s⁺ = 1 a run whose α = s/(s⁺ − 1) would exceed MAX_BLEND goes without u* (same formula, the
+        negative term after the hooks); decided per run, so a ramp (w < 1 here) does not switch ways."""
+        k = schedule.GuidanceSettings(cfg, s, Window()).at([0.5])
         assert (k.blends is not None) == has_blend
-        if has_blend:
-            assert k.blends[0] == pytest.approx(s / (cfg - 1.0))
+        if has_blend and s >= 0:
+            assert k.blends[0] == pytest.approx(0.5 * s / (cfg - 1.0))
 
-    def test_a_dynamic_scale_counts_at_its_largest(self):
-        settings = schedule.GuidanceSettings(1.01, 0.0, Window(), dynamic=DynamicSettings())
-        assert settings.at([1.0]).blends is None  # 198 / 0.01 > MAX_BLEND
-        assert schedule.GuidanceSettings(1.5, 0.0, Window(), dynamic=DynamicSettings()).at([1.0]).blends is not None
+    @pytest.mark.parametrize("cfg, has_blend", [(6.0, True), (1.5, True), (1.001, False)])
+    def test_a_dynamic_scale_counts_at_its_largest(self, cfg, has_blend):
+        """λ·p_max/(1 − p_max) = 198 only matters near s⁺ = 1: at any cfg the widget gives, u* stays."""
+        k = schedule.GuidanceSettings(cfg, 0.0, Window(), dynamic=DynamicSettings()).at([1.0])
+        assert (k.blends is not None) == has_blend
 
     def test_weights_reproduce_the_formula(self):
         c, n, e = 0.7, -1.3, 0.2
