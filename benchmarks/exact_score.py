@@ -462,7 +462,7 @@ def comparison_table(rows) -> str:
 def robust_table(rows) -> str:
     lines = ["| update | model error per dimension | sampler | forbidden | off-manifold |", "|---|---:|---|---:|---:|"]
     for r in rows:
-        update = "this pack (mixture filter, Tweedie start)" if r["method"] == "mixture" else "published DNG"
+        update = "this pack (Tweedie ratio while σ ≥ 20, then mixture filter)" if r["method"] == "mixture" else "published DNG"
         lines.append(f"| {update} | {r['error']:g} | {r['sampler']} | {r['forbidden']:.3f} | {r['off']:.3f} |")
     return "\n".join(lines)
 

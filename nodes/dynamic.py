@@ -11,7 +11,12 @@ How p is tracked, from the denoised predictions D_∅ and D_ỹ that the guidanc
   are converted: x/(1 − σ), σ/(1 − σ); their first evaluation at σ = 1 is pure noise, where the prior is exact.
 - Start (first evaluation): at high σ every concept density is close to a Gaussian, so Tweedie's formula gives the
   likelihood ratio:  log p = log prior − τ·(s² + σ²)/(2σ²)·(‖ε_ỹ‖² − ‖ε_∅‖²),  ε_c = (x − D_c)/σ,  s = DATA_SCALE.
-- Next evaluation at a lower σ_b (from x_a at σ_a): Bayes with the Gaussian reverse kernels
+- While σ ≥ TWEEDIE_SIGMA (every evaluation there, not only the first): the same Tweedie ratio, recomputed from this
+  evaluation alone. There the Gaussian approximation is accurate, and an instantaneous ratio does not add up model
+  error: the filter below sums, over every step, the squared error of D_ỹ − D_∅ in every dimension (the guidance
+  pushes the sample along that error and the filter reads the push as evidence against ỹ), a drift that grows with
+  the dimension and switches the negative off before the concepts have separated.
+- Next evaluation at a lower σ_b < TWEEDIE_SIGMA (from x_a at σ_a): Bayes with the Gaussian reverse kernels
   q(x_b | x_a, c) = N(μ_c, v): μ_c = r·x_a + (1 − r)·D_c(x_a), r = σ_b²/σ_a², v = σ_b²(1 − r), and
       logit p += −τ·(‖x_b − μ_ỹ‖² − ‖x_b − μ_¬ỹ‖²)/(2v) + δ/(2v·c²).
   The empty prompt's kernel is a mixture of the ỹ and ¬ỹ kernels; Tweedie linearity gives the ¬ỹ mean
@@ -41,6 +46,12 @@ import torch
 # the same figures on the exact-score benchmark); 0.5 is the EDM σ_data.
 DATA_SCALE = 0.5
 
+# Above this sigma (variance-exploding units) p is the instantaneous Tweedie ratio, below it the filter takes over
+# from the last such value (mixture method). 40 data scales: the Gaussian approximation's error ~ (spread/σ)² is small
+# there even for concepts a few data scales wide. On the exact-score toy a handoff at 10 already costs the ODE
+# samplers forbidden mass (Heun 0.018 against 0.001); a higher one gives back robustness to model error.
+TWEEDIE_SIGMA = 20.0
+
 # Two sigmas closer than this (relative) are "the same" (Heun's corrector and the next step's first evaluation).
 SAME_SIGMA = 1e-6
 
@@ -57,7 +68,8 @@ class DynamicNegative:
     offset: float = 0.0  # δ, a constant drift of the evidence per step (the published code's offset)
     p_max: float = 0.99
     p_min: float = 1e-6
-    method: str = "mixture"  # mixture: mixture-corrected filter + Tweedie start; published: DNG as published
+    method: str = "mixture"  # mixture: Tweedie ratio while σ ≥ TWEEDIE_SIGMA, then the mixture-corrected filter;
+    # published: DNG as published
 
     def largest_scale(self) -> float:
         """The largest s⁻ can be: λ·p_max/(1 − p_max)."""
@@ -144,6 +156,7 @@ class DynamicNegativeState:
         self.flow = flow
         self.log_odds = None  # (N,) tensor: logit p (mixture) or log p (published); None before the first evaluation
         self._previous = None  # (x, σ, D_∅, D_ỹ, σ in model units) of the last evaluation, VE units; None: restart
+        self._tweedie_count = 1  # Tweedie ratios averaged into log_odds so far (the start is the first)
 
     # ---- what guidance reads ----
 
@@ -180,6 +193,7 @@ class DynamicNegativeState:
         previous = self._previous
         if self.log_odds is None or self.log_odds.shape[0] != x_ve.shape[0]:
             self.log_odds = self._start(*current[:4])
+            self._tweedie_count = 1
         elif previous is not None and previous[0].shape == x_ve.shape:
             if sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
                 self.log_odds = self._clip(self.log_odds + self._kernel_evidence(previous, current, self.p))
@@ -217,9 +231,22 @@ class DynamicNegativeState:
         p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
         return self._clip(torch.log(p) - torch.log1p(-p))
 
+    def _tweedie_evidence(self, current) -> torch.Tensor | None:
+        """Where σ ≥ TWEEDIE_SIGMA (mixture method): the step that sets logit p to this evaluation's own Tweedie
+        ratio (nothing carried over from earlier evaluations); None below."""
+        if self.settings.method != "mixture" or current[1] < TWEEDIE_SIGMA:
+            return None
+        # A running mean of the ratios so far: p(ỹ | x_t) moves little up there, and the mean averages the model's
+        # error out where the latest ratio alone would let it swing s⁻ (and push samples off the data).
+        self._tweedie_count += 1
+        return (self._start(*current[:4]) - self.log_odds) / self._tweedie_count
+
     def _kernel_evidence(self, previous, current, p) -> torch.Tensor:
         """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset. `p`: p(ỹ | x_a), the
         state's p before this evaluation."""
+        restart = self._tweedie_evidence(current)
+        if restart is not None:
+            return restart
         x_a, sigma_a, empty_a, negative_a, _ = previous
         x_b, sigma_b, _, _, sigma_b_model = current
         s = self.settings
@@ -241,6 +268,9 @@ class DynamicNegativeState:
     def _path_evidence(self, previous, current, p) -> torch.Tensor:
         """τ·∫∇log-odds·dx from x_a to x_b at one σ (trapezoid rule): ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p)). `p`: the
         state's p before this evaluation."""
+        restart = self._tweedie_evidence(current)
+        if restart is not None:
+            return restart
         x_a, sigma, empty_a, negative_a, _ = previous
         x_b, _, empty_b, negative_b, _ = current
         if not math.isfinite(sigma):

@@ -50,6 +50,28 @@ def test_tweedie_start_is_the_gaussian_likelihood_ratio():
     torch.testing.assert_close(scale, settings.strength * expected_p / (1 - expected_p), rtol=1e-9, atol=1e-12)
 
 
+def test_above_the_handoff_p_is_the_running_mean_of_tweedie_ratios_then_the_filter_takes_over():
+    """σ ≥ TWEEDIE_SIGMA: logit p is the mean of each evaluation's own Tweedie logit (nothing accumulated from the
+    kernels); below it, the kernel filter continues from that mean."""
+    settings = dynamic.DynamicNegative(prior=0.3, temperature=0.7)
+    high = (dynamic.TWEEDIE_SIGMA * 3.0, dynamic.TWEEDIE_SIGMA * 2.0, dynamic.TWEEDIE_SIGMA)
+    state = dynamic.DynamicNegativeState(settings)
+    tweedie_logits = []
+    for i, sigma in enumerate(high):
+        x = points(seed=20 + i) * sigma
+        empty, negative = predictions(x, sigma, 30 + i)
+        state.update(x, sigma, empty, negative)
+        alone = dynamic.DynamicNegativeState(settings)  # this evaluation's Tweedie ratio on its own
+        alone.update(x, sigma, empty, negative)
+        tweedie_logits.append(alone.log_odds)
+    torch.testing.assert_close(state.log_odds, torch.stack(tweedie_logits).mean(0), rtol=1e-9, atol=1e-9)
+    mean = state.log_odds.clone()
+    sigma_b = dynamic.TWEEDIE_SIGMA * 0.6
+    x_b = points(seed=40) * sigma_b
+    state.update(x_b, sigma_b, *predictions(x_b, sigma_b, 41))
+    assert not torch.allclose(state.log_odds, mean)  # below the handoff the kernel evidence moves p
+
+
 @pytest.mark.parametrize("method", dynamic.METHODS)
 def test_kernel_update_is_bayes_with_gaussian_reverse_kernels(method):
     settings = dynamic.DynamicNegative(prior=0.4, temperature=0.8, offset=0.01, p_max=0.999, method=method)
