@@ -41,9 +41,10 @@ ZERO_RELATIVE_TOLERANCE = 1e-9
 NEG_SCALE_FOLLOWS_CFG = -1.0
 
 
-# The largest blend αᵢ = sᵢ/(s⁺ − 1) taken through u* (see StepCoefficients.blends): float32 rounds u* + s⁺(c − u*)
-# to about |α|·2⁻²⁴ of the guidance, 0.06 % at this bound (s⁻ 100 at cfg 1.01; a dynamic scale at its largest,
-# λ 20 and p_max 0.99, down to cfg 1.2); beyond it the step goes without u*.
+# Blends αᵢ = sᵢ/(s⁺ − 1) grow without bound as s⁺ → 1, and float32 rounds u* + s⁺(c − u*) to about |α|·2⁻²⁴·|n − e|,
+# absolute (GuidanceSettings.blends_lose_precision). Within NEAR_ONE of s⁺ = 1, a run whose largest possible |α|
+# exceeds MAX_BLEND goes without u*. Only a cfg from a link or the API gets that close: the widget steps by 0.01.
+NEAR_ONE = 0.01
 MAX_BLEND = 10000.0
 
 
@@ -181,26 +182,46 @@ class GuidanceSettings:
     def follows_cfg(self) -> bool:
         return self.neg_scale == NEG_SCALE_FOLLOWS_CFG and self.dynamic is None
 
+    @cached_property
+    def blends_lose_precision(self) -> bool:
+        """Whether this run's steps go without u* although s⁺ ≠ 1 (StepCoefficients.blends): s⁺ within NEAR_ONE of 1
+        and some negative of fixed or dynamic scale (at its largest, λ·p_max/(1 − p_max)) that would need a blend
+        beyond MAX_BLEND. Decided once per run (and cfg), from the full scales, so that a ramp does not switch
+        between the two ways within a run; a negative that follows cfg has α = w ≤ 1 and never counts."""
+        if is_one(self.cfg) or abs(self.cfg - 1.0) >= NEAR_ONE:
+            return False
+        fixed = [term for i, term in enumerate(self.terms) if not (i == 0 and self.follows_cfg)]
+        largest = max((term.dynamic.largest_scale() if term.dynamic is not None else abs(term.scale)
+                       for term in fixed), default=0.0)
+        return largest > MAX_BLEND * abs(self.cfg - 1.0)
+
     def at(self, window_weights) -> "StepCoefficients":
         """Coefficients for one evaluation, given each term's window weight (main negative first)."""
         # A term that follows cfg has α = sᵢwᵢ / (s⁺ − 1) = wᵢ whatever s⁺ is: at s⁺ = 1 that is its value by
         # continuity (the stock negative prompt at cfg 1: u* = eps(ỹ)). Any other term has a fixed sᵢ, zero there
         # (or u* does not exist, see StepCoefficients.blends).
         limit_blends = tuple(float(w) if i == 0 and self.follows_cfg else 0.0 for i, w in enumerate(window_weights))
-        # Per term, the largest its per-sample factor can be (a dynamic scale), else None.
-        dynamic = tuple(term.dynamic.largest_scale() if term.dynamic is not None else None for term in self.terms)
+        dynamic = tuple(term.dynamic is not None for term in self.terms)
         # A dynamic term's coefficient before its per-sample factor is its window weight.
-        negatives = tuple(w if bound is not None else term.scale * w
-                          for term, w, bound in zip(self.terms, window_weights, dynamic))
-        return StepCoefficients(self.cfg, negatives, limit_blends,
-                                dynamic if any(bound is not None for bound in dynamic) else ())
+        negatives = tuple(w if is_dynamic else term.scale * w
+                          for term, w, is_dynamic in zip(self.terms, window_weights, dynamic))
+        return StepCoefficients(self.cfg, negatives, limit_blends, dynamic if any(dynamic) else (),
+                                self.blends_lose_precision)
 
     def constant_weights(self) -> tuple | None:
-        """Each term's window weight when no window opens or closes during sampling (every window full or empty),
-        so that every evaluation has the same coefficients; None when they depend on the sigma."""
-        if all(term.window.is_full or term.window.is_empty for term in self.terms):
-            return tuple(0.0 if term.window.is_empty else 1.0 for term in self.terms)
-        return None
+        """Each term's window weight when no window opens or closes during sampling (every window full or empty,
+        or the term switched off by a fixed scale 0), so that every evaluation has the same coefficients; None when
+        they depend on the sigma. (A term that follows cfg is never switched off: a wrapper may change cfg.)"""
+        weights = []
+        for i, term in enumerate(self.terms):
+            switched_off = term.dynamic is None and not (i == 0 and self.follows_cfg) and is_zero(term.scale, self.cfg)
+            if term.window.is_full and not switched_off:
+                weights.append(1.0)
+            elif term.window.is_empty or switched_off:
+                weights.append(0.0)
+            else:
+                return None
+        return tuple(weights)
 
     def needs_empty(self) -> bool:
         """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
@@ -226,10 +247,11 @@ class StepCoefficients:
     negatives: tuple  # sᵢ = scaleᵢ·wᵢ(t); for a dynamic negative wᵢ(t), which its per-sample factor fᵢ multiplies
     # αᵢ of u* at s⁺ = 1 by continuity in s⁺ (GuidanceSettings.at): wᵢ for a term that follows cfg, else 0.
     limit_blends: tuple | None = None
-    # Per negative: for a coefficient sᵢ·fᵢ, fᵢ = λp/(1 − p) a per-sample factor known only once the model has been
-    # evaluated (a dynamic negative scale, see with_factors), the largest fᵢ can be; None for a constant scale; ()
-    # when no negative is dynamic.
+    # Per negative: whether its coefficient is sᵢ·fᵢ, fᵢ = λp/(1 − p) a per-sample factor known only once the model
+    # has been evaluated (a dynamic negative scale, see with_factors); () when none is.
     dynamic: tuple = ()
+    # Go without u* although s⁺ ≠ 1 (GuidanceSettings.blends_lose_precision).
+    blends_lose_precision: bool = False
 
     @property
     def positive_weight(self) -> float:
@@ -255,8 +277,8 @@ class StepCoefficients:
     @cached_property
     def needs_factors(self) -> tuple:
         """Per negative: whether this evaluation uses its per-sample factor fᵢ (a dynamic negative that acts)."""
-        dynamic = self.dynamic or (None,) * len(self.negatives)
-        return tuple(bound is not None and need for bound, need in zip(dynamic, self.needs_negatives))
+        dynamic = self.dynamic or (False,) * len(self.negatives)
+        return tuple(is_dynamic and need for is_dynamic, need in zip(dynamic, self.needs_negatives))
 
     @cached_property
     def needs_empty(self) -> bool:
@@ -281,30 +303,22 @@ class StepCoefficients:
         non-zero coefficient follows cfg (`limit_blends`; a term that follows cfg has α = w at any s⁺). With a
         fixed sᵢwᵢ ≠ 0 at s⁺ = 1 no u* exists: None.
 
-        Near s⁺ = 1 (but not at it, by ComfyUI's math.isclose) the αᵢ grow as 1/(s⁺ − 1), and u* + s⁺(c − u*) loses
-        about |α|·2⁻²⁴ of the guidance to float32 rounding (12 % at s⁺ = 1 + 10⁻⁶, s⁻ 2). Beyond MAX_BLEND the step
-        is taken as where no u* exists (None): the same formula, without the cancellation.
+        Near s⁺ = 1 (but not at it, by ComfyUI's math.isclose) the αᵢ grow as 1/(s⁺ − 1), and float32 rounds
+        u* + s⁺(c − u*) to about |α|·2⁻²⁴·|n − e| (at s⁺ = 1 + 10⁻⁶ and s⁻ 2, 12 % of the negative term). A run
+        with `blends_lose_precision` goes as where no u* exists (None): the formula's value without the
+        cancellation; the hooks then see eps(∅) and cond_scale s⁺, and the negative term comes after them.
         """
         if not self.has_cfg_term:
             if any(self.needs_negatives):
                 return None
             return self.limit_blends if self.limit_blends is not None else tuple(0.0 for _ in self.negatives)
-        if self.largest_blend > MAX_BLEND:
+        if self.blends_lose_precision:
             return None
         active = [s if need else 0.0 for s, need in zip(self.negatives, self.needs_negatives)]
         # Where ∅ drops out, Σ αᵢ = 1 within the tolerance: normalise so that u* is exactly Σ αᵢnᵢ with Σ αᵢ = 1 (a
         # single negative gives u* = n bit for bit, as ComfyUI's own CFG does). Σ sᵢ is then (s⁺ − 1)·Σ αᵢ ≠ 0.
         denominator = sum(active) if not self.needs_empty else self.cond_scale - 1.0
         return tuple(s / denominator for s in active)
-
-    @property
-    def largest_blend(self) -> float:
-        """The largest |αᵢ| = |sᵢ·fᵢ| / |s⁺ − 1| this evaluation can have (fᵢ = 1 for a constant scale, its largest
-        value for a dynamic one); only where there is a CFG term."""
-        bounds = self.dynamic or (None,) * len(self.negatives)
-        return max((abs(s) * (1.0 if bound is None else bound)
-                    for s, bound, need in zip(self.negatives, bounds, self.needs_negatives) if need),
-                   default=0.0) / abs(self.cond_scale - 1.0)
 
     def with_factors(self, factors) -> tuple:
         """(sᵢ, αᵢ) of this evaluation with each dynamic negative's per-sample factor multiplied in: `factors` holds,
