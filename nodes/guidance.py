@@ -140,7 +140,8 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     unconditional prediction) receive: cond = eps(y), cond_scale = s⁺ and uncond = u*, the blended unconditional
     prediction that makes this evaluation plain CFG (StepCoefficients.blends; at s⁺ = 1 its limit, which for the
     defaults is eps(ỹ), as in a stock KSampler at cfg 1). Where no u* exists (s⁺ = 1 with a negative of fixed or
-    dynamic scale acting), they receive eps(∅), and the negative term is applied after them.
+    dynamic scale acting), or a run so close to s⁺ = 1 that u* would lose the guidance to rounding
+    (GuidanceSettings.blends_lose_precision), they receive eps(∅), and the negative term is applied after them.
 
     A conditioning whose coefficient is zero is not evaluated and comes back as zeros, as calc_cond_batch returns
     them. With `disable_cfg1_optimization` (set by the CFG++ samplers and SAG) the conditionings that u* is made
@@ -172,7 +173,7 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     if observer is not None:
         observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred,
                  *(() if dynamic is None else (_dynamic_record(dynamic.probabilities, scales),)))
-    scales, blends = _per_sample(scales, x), _per_sample(blends, x)
+    scales, blends = _shaped_like_x(scales, x), _shaped_like_x(blends, x)
 
     negative_term = None
     if blends is not None:
@@ -209,7 +210,7 @@ def predict(model, positive, negatives: list, empty, coefficients: schedule.Step
     return denoised if negative_term is None else denoised - negative_term
 
 
-def _per_sample(values, x):
+def _shaped_like_x(values, x):
     """Coefficients as they multiply predictions: a per-sample tensor (a dynamic negative's, (N,)) shaped (N, 1, …)
     in x's dtype; floats and None as they are."""
     if values is None:
@@ -268,8 +269,8 @@ class GuidancePlan:
         """Resolve the run's schedule; stop with a clear message, before any model pass, if a setting is wrong
         (values fed by links reach validate_inputs as None, so they are checked here with their real values) or if
         ∅ is needed but absent."""
-        dynamic_terms = settings.dynamic_terms
-        if self.empty is None and any(d is not None for d in dynamic_terms):
+        has_dynamic = any(d is not None for d in settings.dynamic_terms)
+        if self.empty is None and has_dynamic:
             raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
                              "probability from eps(∅).")
         problem = self.settings_problem(settings, node)
@@ -285,10 +286,10 @@ class GuidancePlan:
         run_sigmas = sigmas.reshape(-1).tolist()  # the run's sigmas as host numbers, converted once per run
         observer = self.trace.start_run(settings, run_sigmas) if self.trace is not None else None
         dynamic = None
-        if any(d is not None for d in dynamic_terms):
+        if has_dynamic:
             # Flow models (CONST: x = (1 − σ)x₀ + σ·noise) are tracked in variance-exploding units.
             flow = isinstance(model_patcher.get_model_object("model_sampling"), comfy.model_sampling.CONST)
-            dynamic = DynamicRun(dynamic_terms, flow)  # fresh state: one per run
+            dynamic = DynamicRun(settings.dynamic_terms, flow)  # fresh state: one per run
         return resolve_run(settings, model_patcher, run_sigmas, self.sequential, observer, dynamic)
 
 

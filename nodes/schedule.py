@@ -259,6 +259,7 @@ class StepCoefficients:
 
     @property
     def empty_weight(self) -> float:
+        """∅'s weight for constant scales (a dynamic negative's sᵢ here lacks its per-sample factor)."""
         return 1.0 - self.cond_scale + sum(self.negatives)
 
     @property
@@ -343,7 +344,7 @@ class StepCoefficients:
 
     @property
     def blend_needs_empty(self) -> bool:
-        """Whether u* uses eps(∅); without u* (s⁺ = 1 with a fixed negative acting) the hooks are handed eps(∅)."""
+        """Whether u* uses eps(∅); without u* (see blends) the hooks are handed eps(∅)."""
         if self.blends is None:
             return True
         if self.has_cfg_term:
