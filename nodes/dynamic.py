@@ -11,9 +11,9 @@ How p is tracked, from the denoised predictions D_∅ and D_ỹ that the guidanc
   are converted: x/(1 − σ), σ/(1 − σ); their first evaluation at σ = 1 is pure noise, where the prior is exact.
 - Start (first evaluation): at high σ every concept density is close to a Gaussian, so Tweedie's formula gives the
   likelihood ratio:  log p = log prior − τ·(s² + σ²)/(2σ²)·(‖ε_ỹ‖² − ‖ε_∅‖²),  ε_c = (x − D_c)/σ,  s = DATA_SCALE.
-- While σ ≥ TWEEDIE_SIGMA (every evaluation there, not only the first): the same Tweedie ratio, recomputed from this
-  evaluation alone. There the Gaussian approximation is accurate, and an instantaneous ratio does not add up model
-  error: the filter below sums, over every step, the squared error of D_ỹ − D_∅ in every dimension (the guidance
+- While σ ≥ TWEEDIE_SIGMA (every evaluation there, not only the first): logit p is the running mean of every
+  evaluation's own Tweedie ratio so far. There the Gaussian approximation is accurate, and a ratio does not add up
+  model error (the mean keeps that error from swinging s⁻): the filter below sums, over every step, the squared error of D_ỹ − D_∅ in every dimension (the guidance
   pushes the sample along that error and the filter reads the push as evidence against ỹ), a drift that grows with
   the dimension and switches the negative off before the concepts have separated.
 - Next evaluation at a lower σ_b < TWEEDIE_SIGMA (from x_a at σ_a): Bayes with the Gaussian reverse kernels
