@@ -158,6 +158,15 @@ def test_windows_that_never_change_read_no_sigma(host, route, neg_scale, start, 
     assert CountingEuler().sample(host, guider) == [0] * STEPS
 
 
+def test_a_negative_switched_off_by_scale_zero_reads_no_sigma(host):
+    """neg_scale 0 on the main negative and an Extra Negative at scale 0, both with windows that close during the
+    run: their coefficients are 0 at every evaluation whatever the window says, so the pack reads nothing."""
+    extra = support.pack_module("nodes.negative_guidance").ExtraNegative.execute(
+        host.negative, 0.0, 0.2, 0.6, "steps", "hard", 0.0).result[0]
+    model = support.patch(host.model, 0.0, 0.0, 0.5, empty=host.empty, extra_negatives=extra)
+    assert CountingEuler().sample(host, stock_guider(host, model)) == [0] * STEPS
+
+
 def test_counter_sees_reads_of_the_run_sigmas_and_the_model_sampling(host):
     """A wrapper that reads the run's sigmas and the model's percent_to_sigma at every evaluation (a pack doing
     that would make the GPU wait twice more per step) is seen: the counter is not blind to them."""
