@@ -13,9 +13,10 @@ How p is tracked, from the denoised predictions D_∅ and D_ỹ that the guidanc
   likelihood ratio:  log p = log prior − τ·(s² + σ²)/(2σ²)·(‖ε_ỹ‖² − ‖ε_∅‖²),  ε_c = (x − D_c)/σ,  s = DATA_SCALE.
 - While σ ≥ TWEEDIE_SIGMA (every evaluation there, not only the first): logit p is the running mean of every
   evaluation's own Tweedie ratio so far. There the Gaussian approximation is accurate, and a ratio does not add up
-  model error (the mean keeps that error from swinging s⁻): the filter below sums, over every step, the squared error of D_ỹ − D_∅ in every dimension (the guidance
-  pushes the sample along that error and the filter reads the push as evidence against ỹ), a drift that grows with
-  the dimension and switches the negative off before the concepts have separated.
+  model error (the mean keeps that error from swinging s⁻), whereas the filter below sums, over every step, the
+  squared error of D_ỹ − D_∅ in every dimension (the guidance pushes the sample along that error and the filter
+  reads the push as evidence against ỹ), a drift that grows with the dimension and switches the negative off before
+  the concepts have separated.
 - Next evaluation at a lower σ_b < TWEEDIE_SIGMA (from x_a at σ_a): Bayes with the Gaussian reverse kernels
   q(x_b | x_a, c) = N(μ_c, v): μ_c = r·x_a + (1 − r)·D_c(x_a), r = σ_b²/σ_a², v = σ_b²(1 − r), and
       logit p += −τ·(‖x_b − μ_ỹ‖² − ‖x_b − μ_¬ỹ‖²)/(2v) + δ/(2v·c²).
@@ -46,8 +47,8 @@ import torch
 # the same figures on the exact-score benchmark); 0.5 is the EDM σ_data.
 DATA_SCALE = 0.5
 
-# Above this sigma (variance-exploding units) p is the instantaneous Tweedie ratio, below it the filter takes over
-# from the last such value (mixture method). 40 data scales: the Gaussian approximation's error ~ (spread/σ)² is small
+# At and above this sigma (variance-exploding units) logit p is the running mean of the evaluations' Tweedie ratios,
+# below it the filter takes over from the last such value (mixture method). 40 data scales: the Gaussian approximation's error ~ (spread/σ)² is small
 # there even for concepts a few data scales wide. On the exact-score toy a handoff at 10 already costs the ODE
 # samplers forbidden mass (Heun 0.018 against 0.001); a higher one gives back robustness to model error.
 TWEEDIE_SIGMA = 20.0
@@ -195,11 +196,18 @@ class DynamicNegativeState:
             self.log_odds = self._start(*current[:4])
             self._tweedie_count = 1
         elif previous is not None and previous[0].shape == x_ve.shape:
-            if sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
+            if sigma_ve > previous[1] * (1.0 + SAME_SIGMA):
+                pass  # A higher sigma (the sampler re-noised): keep p, restart the chain from here.
+            elif self.settings.method == "mixture" and sigma_ve >= TWEEDIE_SIGMA:
+                # The running mean of the ratios so far: p(ỹ | x_t) moves little up there, and the mean averages the
+                # model's error out where the latest ratio alone would let it swing s⁻ (and push samples off the data).
+                self._tweedie_count += 1
+                ratio = self._start(*current[:4])
+                self.log_odds = self._clip(self.log_odds + (ratio - self.log_odds) / self._tweedie_count)
+            elif sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
                 self.log_odds = self._clip(self.log_odds + self._kernel_evidence(previous, current, self.p))
-            elif sigma_ve <= previous[1] * (1.0 + SAME_SIGMA):
+            else:
                 self.log_odds = self._clip(self.log_odds + self._path_evidence(previous, current, self.p))
-            # A higher sigma (the sampler re-noised): keep p, restart the chain from here.
         self._previous = current
         return self.scale()
 
@@ -231,22 +239,9 @@ class DynamicNegativeState:
         p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
         return self._clip(torch.log(p) - torch.log1p(-p))
 
-    def _tweedie_evidence(self, current) -> torch.Tensor | None:
-        """Where σ ≥ TWEEDIE_SIGMA (mixture method): the step that sets logit p to this evaluation's own Tweedie
-        ratio (nothing carried over from earlier evaluations); None below."""
-        if self.settings.method != "mixture" or current[1] < TWEEDIE_SIGMA:
-            return None
-        # A running mean of the ratios so far: p(ỹ | x_t) moves little up there, and the mean averages the model's
-        # error out where the latest ratio alone would let it swing s⁻ (and push samples off the data).
-        self._tweedie_count += 1
-        return (self._start(*current[:4]) - self.log_odds) / self._tweedie_count
-
     def _kernel_evidence(self, previous, current, p) -> torch.Tensor:
         """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset. `p`: p(ỹ | x_a), the
         state's p before this evaluation."""
-        restart = self._tweedie_evidence(current)
-        if restart is not None:
-            return restart
         x_a, sigma_a, empty_a, negative_a, _ = previous
         x_b, sigma_b, _, _, sigma_b_model = current
         s = self.settings
@@ -268,9 +263,6 @@ class DynamicNegativeState:
     def _path_evidence(self, previous, current, p) -> torch.Tensor:
         """τ·∫∇log-odds·dx from x_a to x_b at one σ (trapezoid rule): ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p)). `p`: the
         state's p before this evaluation."""
-        restart = self._tweedie_evidence(current)
-        if restart is not None:
-            return restart
         x_a, sigma, empty_a, negative_a, _ = previous
         x_b, _, empty_b, negative_b, _ = current
         if not math.isfinite(sigma):
