@@ -50,14 +50,14 @@ class RunSchedule:
         """Whether an evaluation needs its sigma as a number: a window that opens or closes during the run, or a
         dynamic scale. Otherwise the coefficients are the same at every evaluation and the pack makes no host–device
         synchronisation while sampling (a stock euler run makes none)."""
-        return self.dynamic is not None or self.settings.constant_weights() is None
+        return self.dynamic is not None or self.settings.constant_weights is None
 
     def coefficients(self, sigma: float | None, cfg: float | None = None) -> schedule.StepCoefficients:
         """One evaluation's coefficients (`sigma` None: a run whose windows never change, see reads_sigma); `cfg`,
         when given, is s⁺ as it stands now (the run started at settings.cfg)."""
         settings = self.settings if cfg is None or cfg == self.settings.cfg else self._at_cfg(cfg)
         if sigma is None:
-            return settings.at(settings.constant_weights())
+            return settings.at(settings.constant_weights)
         weights = [term.window.weight(progress_map.progress(sigma))
                    for term, progress_map in zip(settings.terms, self.progress_maps)]
         return settings.at(weights)

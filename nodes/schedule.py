@@ -182,6 +182,10 @@ class GuidanceSettings:
     def follows_cfg(self) -> bool:
         return self.neg_scale == NEG_SCALE_FOLLOWS_CFG and self.dynamic is None
 
+    def _fixed_scale_terms(self) -> list:
+        """(index, term) of every negative whose scale does not follow cfg (all but a main negative that does)."""
+        return [(i, term) for i, term in enumerate(self.terms) if not (i == 0 and self.follows_cfg)]
+
     @cached_property
     def blends_lose_precision(self) -> bool:
         """Whether this run's steps go without u* although s⁺ ≠ 1 (StepCoefficients.blends): s⁺ within NEAR_ONE of 1
@@ -190,9 +194,8 @@ class GuidanceSettings:
         between the two ways within a run; a negative that follows cfg has α = w ≤ 1 and never counts."""
         if is_one(self.cfg) or abs(self.cfg - 1.0) >= NEAR_ONE:
             return False
-        fixed = [term for i, term in enumerate(self.terms) if not (i == 0 and self.follows_cfg)]
         largest = max((term.dynamic.largest_scale() if term.dynamic is not None else abs(term.scale)
-                       for term in fixed), default=0.0)
+                       for _, term in self._fixed_scale_terms()), default=0.0)
         return largest > MAX_BLEND * abs(self.cfg - 1.0)
 
     def at(self, window_weights) -> "StepCoefficients":
@@ -208,16 +211,17 @@ class GuidanceSettings:
         return StepCoefficients(self.cfg, negatives, limit_blends, dynamic if any(dynamic) else (),
                                 self.blends_lose_precision)
 
+    @cached_property  # read at every model evaluation
     def constant_weights(self) -> tuple | None:
         """Each term's window weight when no window opens or closes during sampling (every window full or empty,
         or the term switched off by a fixed scale 0), so that every evaluation has the same coefficients; None when
         they depend on the sigma. (A term that follows cfg is never switched off: a wrapper may change cfg.)"""
+        switched_off = {i for i, term in self._fixed_scale_terms() if not term.acts(self.cfg)}
         weights = []
         for i, term in enumerate(self.terms):
-            switched_off = term.dynamic is None and not (i == 0 and self.follows_cfg) and is_zero(term.scale, self.cfg)
-            if term.window.is_full and not switched_off:
+            if term.window.is_full and i not in switched_off:
                 weights.append(1.0)
-            elif term.window.is_empty or switched_off:
+            elif term.window.is_empty or i in switched_off:
                 weights.append(0.0)
             else:
                 return None
