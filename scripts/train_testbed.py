@@ -56,15 +56,22 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=PACK_ROOT / "out" / "testbed",
                         help="checkpoints and the training log; the weights go to testbed/ unless --weights")
     parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--plot", action="store_true",
+                        help="only redraw the loss curve beside the weights from --out's training_log.json")
+    parser.add_argument("--export", action="store_true",
+                        help="write the averaged weights of the last checkpoint to --weights and stop (a preview)")
     args = parser.parse_args()
+    weights_path = args.weights or (PACK_ROOT / "testbed" / "testbed.safetensors"
+                                    if args.out == parser.get_default("out") else args.out / "testbed.safetensors")
+    if args.plot:
+        publish_log(args.out / "training_log.json", weights_path.parent)
+        return 0
     torch.set_num_threads(args.threads)
     boot_comfyui()
     load_pack()
     testbed_model = pack_module("testbed.model")
     scenes = pack_module("testbed.scenes")
     out_of_place_clip_layers()
-    weights_path = args.weights or (testbed_model.WEIGHTS if args.out == parser.get_default("out")
-                                    else args.out / "testbed.safetensors")
     args.out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(args.seed)
@@ -95,6 +102,8 @@ def main() -> int:
             mine.copy_(saved)
         log, start_step = state["log"], state["step"]
         print(f"resuming at step {start_step}", flush=True)
+    if args.export:
+        args.steps = start_step
 
     cache: dict = {}
     started = time.time() - (log["seconds"][-1] if log["seconds"] else 0.0)
@@ -142,7 +151,31 @@ def main() -> int:
     (args.out / "training_log.json").write_text(json.dumps({**log, "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, indent=1))
     print(f"wrote {weights_path}", flush=True)
+    if not args.export:
+        publish_log(args.out / "training_log.json", weights_path.parent)
     return 0
+
+
+def publish_log(log_path: Path, folder: Path) -> None:
+    """The training log and its loss curve beside the weights (the model card shows both)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log = json.loads(log_path.read_text())
+    if folder.resolve() != log_path.parent.resolve():
+        (folder / "training_log.json").write_text(json.dumps(log, indent=1))
+    fig, axis = plt.subplots(figsize=(6, 3.2))
+    axis.plot(log["steps"], log["loss"])
+    axis.set_yscale("log")
+    axis.set_xlabel("step (batch 64)")
+    axis.set_ylabel("v-prediction loss (mean of 50 steps)")
+    axis.set_title(f"Testbed training: {log['seconds'][-1] / 60:.0f} min on one CPU thread")
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "loss_curve.png", dpi=100)
+    plt.close(fig)
 
 
 def save(modules, path: Path, testbed_model) -> None:

@@ -52,43 +52,52 @@ def build_clip():
                                                        "dtype": torch.float32})
 
 
-def decoder_state_dict(model_scale: float = 0.18215) -> dict:
-    """TAESD weights that decode the picture-latent exactly: the latent's R, G, B in [-1, 1] (model space), upsampled.
+def taesd_state_dict(model_scale: float = 0.18215) -> dict:
+    """TAESD weights that decode the picture-latent exactly (the latent's R, G, B upsampled ×8) and encode a picture
+    back (each 8×8 block's top-left pixel), for ComfyUI's comfy.sd.VAE.
 
     Args:
-        model_scale: the SD1.5 latent format's scale_factor; ComfyUI hands VAEDecode latent / model_scale.
-    Every Block's last conv is zero, so each Block is a ReLU on non-negative activations (the identity); the convs
-    after each upsample pass the first three channels through; the first conv maps the clamped input to the picture
-    in [0, 1]. TAESD's input clamp tanh(x/3)·3 is made near-linear (relative error < 1e-4) by a small vae_scale.
+        model_scale: the SD1.5 latent format's scale_factor; VAEDecode gets latent / model_scale.
+    Every Block's last conv is zero, so each Block is a ReLU on non-negative activations (the identity); the other
+    convs pass the first three channels through at their centre tap. TAESD's input clamp tanh(x/3)·3 is made
+    near-linear (relative error < 1e-4) by a small vae_scale.
     """
-    from comfy.taesd.taesd import Decoder
+    from comfy.taesd.taesd import Decoder, Encoder
 
     shrink = 0.03
-    decoder = Decoder(latent_channels=4)
-    state = {name: torch.zeros_like(value) for name, value in decoder.state_dict().items()}
     rgb = torch.arange(3)
-    first = state["1.weight"]
-    first[rgb, rgb, 1, 1] = 1.0 / (2.0 * shrink)   # u = shrink·x_model → (x_model + 1) / 2
-    state["1.bias"][rgb] = 0.5
-    for name, value in state.items():
-        if value.dim() == 4 and value.shape[0] == value.shape[1] == 64 and not _block_member(name):
-            value[rgb, rgb, 1, 1] = 1.0                # the convs after each upsample
-    state[f"{len(decoder) - 1}.weight"][rgb, rgb, 1, 1] = 1.0
-    out = {f"taesd_decoder.{name}": value for name, value in state.items()}
+    decoder = _pass_through(Decoder(latent_channels=4))
+    decoder["1.weight"][rgb, rgb, 1, 1] = 1.0 / (2.0 * shrink)  # u = shrink·x_model → picture (x_model + 1) / 2
+    decoder["1.bias"][rgb] = 0.5
+    encoder = _pass_through(Encoder(latent_channels=4))
+    last = f"{len(Encoder(latent_channels=4)) - 1}"
+    encoder[f"{last}.weight"][rgb, rgb, 1, 1] = 2.0 * shrink    # picture p → shrink·(2p − 1) = shrink·x_model
+    encoder[f"{last}.weight"][3, rgb, 1, 1] = 2.0 * shrink / 3  # the fourth channel: the mean of R, G, B
+    encoder[f"{last}.bias"][:] = -shrink
+    out = {f"taesd_decoder.{name}": value for name, value in decoder.items()}
+    out.update({f"taesd_encoder.{name}": value for name, value in encoder.items()})
     out["vae_scale"] = torch.tensor(shrink * model_scale)
     out["vae_shift"] = torch.tensor(0.0)
     return out
 
 
-def _block_member(name: str) -> bool:
-    # Block parameters are named "<index>.conv.<k>.weight" (or ".skip."); the plain convs "<index>.weight".
-    return ".conv." in name or ".skip." in name
+def _pass_through(network) -> dict:
+    """Zero weights, except a centre tap 1 from channel c to channel c for every plain (non-Block) conv."""
+    state = {name: torch.zeros_like(value) for name, value in network.state_dict().items()}
+    for name, value in state.items():
+        # Block parameters are named "<index>.conv.<k>.weight" (or ".skip."); the plain convs "<index>.weight".
+        if value.dim() == 4 and ".conv." not in name and ".skip." not in name:
+            channels = torch.arange(min(value.shape[0], value.shape[1]))
+            value[channels, channels, 1, 1] = 1.0
+    return state
 
 
 def build_vae():
     import comfy.sd
 
-    return comfy.sd.VAE(sd=decoder_state_dict())
+    vae = comfy.sd.VAE(sd=taesd_state_dict())
+    vae.first_stage_model.requires_grad_(False)  # fixed weights; ComfyUI samples under inference mode anyway
+    return vae
 
 
 def split_state_dict(state: dict) -> tuple[dict, dict]:
