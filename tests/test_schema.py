@@ -14,6 +14,7 @@ PINNED = {
                                "extra_negatives", "evaluation", "trace", "dynamic"],
     "ExtraNegative": ["negative", "neg_scale", *WINDOW, "extra_negatives", "dynamic"],
     "DynamicNegativeScale": ["preset", "strength", "prior", "temperature", "offset", "p_max"],
+    "NegativeGuidanceTestbed": [],
 }
 FIRST_RELEASE_OPTIONAL = {"empty", "extra_negatives", "evaluation", "trace", "dynamic"}
 
