@@ -4,6 +4,7 @@ and stays out of saved workflows and API prompts, in the classic canvas and in t
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -49,6 +50,38 @@ def test_schedule_graph_draws_on_every_pack_node(loaded_templates):
             # It drew the node's own settings.
             assert (drawn["start"], drawn["end"], drawn["ramp"], drawn["unit"]) == (
                 widgets["neg_start"], widgets["neg_end"], widgets["ramp"], widgets["window_unit"])
+
+
+STEP_RANGE = re.compile(r"steps (\d+)[-–](\d+)(?: of (\d+))?|the (\d+)(?:st|nd|rd|th) to the (\d+)(?:st|nd|rd|th)")
+
+
+def step_ranges(text: str) -> list[tuple[int, int, int | None]]:
+    """Every "steps 6-15 of 30" / "the 3rd to the 10th" a workflow's note or title claims: (first, last, of)."""
+    found = []
+    for match in STEP_RANGE.finditer(text):
+        first, last, of = match.group(1, 2, 3) if match.group(1) else (*match.group(4, 5), None)
+        found.append((int(first), int(last), int(of) if of else None))
+    return found
+
+
+def test_workflow_notes_claim_the_steps_the_graph_computes(loaded_templates):
+    """What a note or a node title says about the window ("steps 6-15 of 30") is what the node's schedule graph
+    computes from the workflow's own widgets ("negative on steps 6–15 of 30")."""
+    renderer, loaded = loaded_templates
+    claims_seen = 0
+    for name, result in loaded["results"].items():
+        nodes = json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())["nodes"]
+        texts = [node.get("title") or "" for node in nodes] + [
+            value for node in nodes if node["type"] in ("Note", "MarkdownNote") for value in node["widgets_values"]
+            if isinstance(value, str)]
+        labels = [graph["drawn"]["stepsLabel"] or "" for graph in result["graphs"]]
+        for first, last, of in step_ranges("\n".join(texts)):
+            claims_seen += 1
+            claim = f"{first}–{last}" + (f" of {of}" if of else "")
+            assert any(f"steps {claim}" in label for label in labels), (
+                f"{renderer} {name}: a note or title says steps {first}-{last}{f' of {of}' if of else ''}, the "
+                f"graph says {labels}")
+    assert claims_seen >= 3, "the notes no longer name the steps: update this test's pattern"
 
 
 def test_graph_is_not_saved_into_the_workflow(loaded_templates):
