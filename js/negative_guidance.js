@@ -483,9 +483,35 @@ function followWidgets(node) {
   if (node.type === EXTRA_NEGATIVE_TYPE) chainCallback(node, "onConnectionsChange", () => redrawAll(node.graph));
 }
 
+// The pack's nodes with float inputs whose `round` is finer than their arrows' step.
+const FLOAT_NODE_TYPES = new Set([...NODE_TYPES, EXTRA_NEGATIVE_TYPE, "DynamicNegativeScale"]);
+
+/**
+ * The frontend keeps a float widget to the decimals of its step (neg_start steps by 0.01, so a typed 0.1667 became
+ * 0.17: the 7th of 30 steps instead of the 6th), not to the input's own `round` (0.0001). Both renderers read
+ * options.precision for the value kept; the classic canvas also draws that many decimals. Nodes 2.0 hands the other
+ * options to PrimeVue's InputNumber, which takes no decimal point and shows 3 decimals unless told its fraction
+ * digits. Give each float widget its round's decimals.
+ */
+function keepRoundPrecision(node) {
+  for (const widget of node.widgets ?? []) {
+    const round = Number(widget.options?.round);
+    if (!(round > 0) || typeof widget.options.precision !== "number") continue;
+    const decimals = Math.max(widget.options.precision, -Math.floor(Math.log10(round) + 1e-9));
+    widget.options.precision = decimals;
+    widget.options.minFractionDigits = 0;
+    widget.options.maxFractionDigits = decimals;
+  }
+}
+
 app.registerExtension({
   name: "comfyui-negative-guidance.ScheduleGraph",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (FLOAT_NODE_TYPES.has(nodeData.name)) {
+      chainCallback(nodeType.prototype, "onNodeCreated", function () {
+        keepRoundPrecision(this);
+      });
+    }
     if (!NODE_TYPES.has(nodeData.name)) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
       addScheduleGraph(this);

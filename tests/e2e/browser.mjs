@@ -25,7 +25,8 @@ async function openApp(context, server) {
   const page = await context.newPage();
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(String(error.stack || error.message)));
-  await page.goto(server, { waitUntil: "domcontentloaded" });
+  // Two cores shared with other jobs: the first load can take well over playwright's default 30 s.
+  await page.goto(server, { waitUntil: "domcontentloaded", timeout: 120000 });
   await page.waitForFunction(
     () => window.app?.graph && window.app?.canvas && window.LiteGraph?.registered_node_types?.NegativeGuidance,
     null, { timeout: 120000 });
@@ -208,6 +209,44 @@ async function editRedraw({ page, pageErrors }, request) {
     negStart, before: strip(before), after: strip(after), sampler: sampler && strip(sampler),
     pixelsChanged: before.pixels !== after.pixels, pageErrors,
   };
+}
+
+/**
+ * Types a value into neg_start of the first pack node of a template, as a user does: classic canvas, the canvas's
+ * prompt; Vue nodes, the InputNumber's text field (select all, type, Enter). Reports the value kept, the value shown
+ * and what the graph drew.
+ */
+async function typeWindowEdge({ page, pageErrors }, request) {
+  const listed = await templates(page, request.server);
+  await loadWorkflow(page, listed[request.template], request.template);
+  const [target] = await graphStates(page);
+  await frameNodes(page, [target.id]);
+  await waitForGraphs(page);
+  const typed = [];
+  for (const value of request.values) {
+    let shown;
+    if (request.vueNodes) {
+      const row = page.locator(`[data-node-id="${target.id}"] .lg-node-widget`).filter({
+        has: page.locator("p", { hasText: /^neg_start$/ }) });
+      const input = row.locator("input").first();
+      await input.click();
+      await input.press("Control+a");
+      await input.pressSequentially(String(value));
+      await input.press("Enter");
+      await page.waitForTimeout(400);
+      shown = await input.inputValue();
+    } else {
+      await editWidget(page, target.id, "neg_start", value, false);
+      shown = await page.evaluate(({ nodeId }) => {
+        const widget = window.app.graph.getNodeById(nodeId).widgets.find((w) => w.name === "neg_start");
+        return Number(widget.value).toFixed(widget.options.precision ?? 3);  // as the canvas draws it
+      }, { nodeId: target.id });
+    }
+    await page.waitForTimeout(300);
+    const state = (await graphStates(page)).find((candidate) => candidate.id === target.id);
+    typed.push({ typed: value, value: state.widgets.neg_start, shown, stepsLabel: state.drawn.stepsLabel });
+  }
+  return { typed, pageErrors };
 }
 
 /**
@@ -439,7 +478,7 @@ async function build({ page, pageErrors }) {
 }
 
 const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
-  "edit-redraw": editRedraw, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
+  "edit-redraw": editRedraw, "type-window-edge": typeWindowEdge, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
   "node-search": nodeSearch, screenshots, build };
 
 const request = await readStdin();

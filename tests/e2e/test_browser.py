@@ -121,9 +121,9 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
                           value=0.3, samplerCfg=5.0, vueNodes=renderer)
     before, after, sampler = result["before"], result["after"], result["sampler"]
     assert before["drawn"]["start"] == pytest.approx(0.1667)
-    # Classic: typed 0.3. Vue nodes: one press of "+"; its InputNumber first rounds 0.1667 to the 2 decimals it
-    # shows, then adds step 0.01, giving 0.18.
-    expected_start = 0.18 if renderer else 0.3
+    # Classic: typed 0.3. Vue nodes: one press of "+" adds step 0.01 to 0.1667 (the widget keeps the 4 decimals of
+    # the input's round; before, it kept 2 and gave 0.18).
+    expected_start = 0.1767 if renderer else 0.3
     assert result["negStart"] == pytest.approx(expected_start), "the edit did not reach the widget"
     assert after["drawCount"] > before["drawCount"], "no redraw after the edit"
     assert after["drawn"]["start"] == pytest.approx(result["negStart"])
@@ -133,6 +133,21 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
     assert sampler["cfg"] == pytest.approx(7.6 if renderer else 5.0)
     assert sampler["drawn"]["cfg"] == pytest.approx(sampler["cfg"])
     assert sampler["drawn"]["negativeScale"] == pytest.approx(sampler["cfg"] - 1)
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_typed_window_edges_keep_their_decimals(renderer, comfy_server, chromium):
+    """The README's 0.1667 (and 0.167) typed into neg_start stay what was typed and start the negative at the 6th of
+    30 steps; the frontend used to keep two decimals (0.17: the 7th step)."""
+    result = chromium.run("type-window-edge", comfy_server.url, template="01 Delayed negative",
+                          values=[0.3, 0.1667, 0.167], vueNodes=renderer)
+    [moved, readme, rounded] = result["typed"]
+    assert moved["value"] == pytest.approx(0.3), f"the typing did not reach the widget: {result['typed']}"
+    for entry in (readme, rounded):
+        assert entry["value"] == pytest.approx(entry["typed"], abs=1e-9), entry
+        assert float(entry["shown"]) == pytest.approx(entry["typed"], abs=1e-9), entry
+        assert entry["stepsLabel"] == "negative on steps 6–15 of 30", entry
     assert not our_page_errors(result)
 
 
