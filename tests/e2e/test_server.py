@@ -60,6 +60,16 @@ def test_every_input_and_output_of_every_pack_node_has_a_tooltip(object_info):
             assert (tooltip or "").strip(), f"{node_type} output {name} has no tooltip"
 
 
+def test_only_the_dynamic_scale_is_marked_experimental(object_info):
+    """The frontend tags a node the server marks experimental ("Experimental" in the node library): the dynamic scale
+    says so that way, not in its name."""
+    pack = [name for name, info in object_info.items() if info["python_module"] == f"custom_nodes.{PACK_FOLDER}"]
+    assert set(PACK_NODE_TYPES) <= set(pack)
+    marked = sorted(name for name in pack if object_info[name].get("experimental"))
+    assert marked == ["DynamicNegativeScale"]
+    assert "experimental" not in object_info["DynamicNegativeScale"]["display_name"].lower()
+
+
 def test_frontend_extension_is_served(comfy_server):
     extensions = comfy_server.get("/extensions")
     served = {path.rsplit("/", 1)[-1] for path in extensions if f"/extensions/{PACK_FOLDER}/" in path}
