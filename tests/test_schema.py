@@ -51,3 +51,9 @@ def test_the_dynamic_scale_is_experimental_the_comfyui_way(host):
     marked = sorted(node.GET_SCHEMA().node_id for node in node_list if node.EXPERIMENTAL)
     assert marked == ["DynamicNegativeScale"]
     assert "experimental" not in schemas()["DynamicNegativeScale"].display_name.lower()
+
+
+@pytest.mark.parametrize("node_id", ["NegativeGuidance", "NegativeGuidanceGuider", "ExtraNegative"])
+def test_neg_scale_tooltip_says_a_dynamic_scale_replaces_it(host, node_id):
+    [neg_scale] = [i for i in schemas()[node_id].inputs if i.id == "neg_scale"]
+    assert "Dynamic Negative Scale on 'dynamic' replaces it" in neg_scale.tooltip

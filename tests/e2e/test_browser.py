@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from e2e.comfy_server import PACK_ROOT, PACK_NODE_TYPES, WORKFLOWS_DIR, api_twin, ui_workflow_files
+from e2e.comfy_server import (PACK_ROOT, PACK_NODE_TYPES, WORKFLOWS_DIR, api_twin, ui_workflow_files,
+                              with_tiny_models)
 from support import load_pure_module
 
 RENDERERS = ["classic", "nodes2"]
@@ -246,6 +247,54 @@ def test_graph_facts_follow_the_sampler(renderer, case, graph, cfg, label, comfy
     [state] = result["states"]
     drawn = state["drawn"]
     assert (drawn["cfg"], drawn["negativeScale"], drawn["stepsLabel"], drawn["problem"]) == (cfg, cfg - 1, label, None)
+    assert not our_page_errors(result)
+
+
+def dynamic_patch(empty: bool) -> dict:
+    """A patch feeding a KSampler (30 steps, cfg 6), a Dynamic Negative Scale at its defaults on its `dynamic`."""
+    graph = patch_feeding({"type": "KSampler", "widgets": {"steps": 30, "cfg": 6.0}},
+                          {"type": "DynamicNegativeScale"}, links=[[3, "dynamic", 0, "dynamic"]])
+    if not empty:
+        graph["links"] = [link for link in graph["links"] if link[3] != "empty"]
+    return graph
+
+
+def server_refusal_without_empty_for_a_dynamic_scale(comfy_server) -> str:
+    """What the server says when workflow 1 runs with a dynamic scale on the patch and no `empty`."""
+    prompt = with_tiny_models(json.loads(api_twin(WORKFLOWS_DIR / "01 Delayed negative.json").read_text()))
+    patch = next(i for i, node in prompt.items() if node["class_type"] == "NegativeGuidance")
+    del prompt[patch]["inputs"]["empty"]
+    prompt["90"] = {"class_type": "DynamicNegativeScale", "inputs": {
+        "preset": "custom (the inputs below)", "strength": 2.0, "prior": 0.5, "temperature": 1.0, "offset": 0.0,
+        "p_max": 0.99}}
+    prompt[patch]["inputs"]["dynamic"] = ["90", 0]
+    entry = comfy_server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "error"
+    [error] = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
+    return error["exception_message"].rstrip("\n")  # ComfyUI's executor ends the message with a newline
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_graph_says_when_a_dynamic_scale_replaces_neg_scale(renderer, comfy_server, chromium):
+    """With a Dynamic Negative Scale connected the graph draws no constant s⁻ from the ignored neg_scale (editing it
+    to 3 used to redraw "s⁻ = 3"): it says the scale is dynamic, up to λ·p_max/(1 − p_max) = 2·0.99/0.01."""
+    result = chromium.run("drawn-after", comfy_server.url, **dynamic_patch(empty=True),
+                          edits=[{"type": "NegativeGuidance", "widgets": {"neg_scale": 3.0}}])
+    [state] = result["states"]
+    drawn = state["drawn"]
+    assert drawn["problem"] is None and drawn["negativeScale"] is None
+    assert drawn["dynamic"]["cap"] == pytest.approx(198.0)
+    assert drawn["stepsLabel"] == "negative on steps 6–15 of 30"  # the window still gates it
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_graph_knows_a_dynamic_scale_needs_empty(renderer, comfy_server, chromium):
+    """Without `empty`, the queued run fails; the graph shows the server's sentence before you queue."""
+    expected = server_refusal_without_empty_for_a_dynamic_scale(comfy_server)
+    result = chromium.run("drawn-after", comfy_server.url, **dynamic_patch(empty=False))
+    [state] = result["states"]
+    assert state["drawn"]["problem"] == expected
     assert not our_page_errors(result)
 
 
