@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 
 import pytest
 
-from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, TINY_CHECKPOINT_NODE, PromptRefused,
-                              with_tiny_models)
+from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, PACK_ROOT, TINY_CHECKPOINT_NODE,
+                              PromptRefused, with_tiny_models)
 
 def test_pack_imports_without_error(comfy_server, object_info):
     log = comfy_server.log_text()
@@ -74,6 +75,18 @@ def test_frontend_extension_is_served(comfy_server):
     extensions = comfy_server.get("/extensions")
     served = {path.rsplit("/", 1)[-1] for path in extensions if f"/extensions/{PACK_FOLDER}/" in path}
     assert {"negative_guidance.js", "schedule.js"} <= served, extensions
+
+
+def test_translations_and_help_pages_are_served(comfy_server):
+    """ComfyUI merges every pack's locales/<lang>/nodeDefs.json into /i18n; the frontend fetches a node's help page
+    from /extensions/<pack>/docs/<NodeId>.md, or <NodeId>/<lang>.md in another language."""
+    translations = comfy_server.get("/i18n")
+    committed = json.loads((PACK_ROOT / "locales" / "zh" / "nodeDefs.json").read_text())
+    assert translations["zh"]["nodeDefs"]["NegativeGuidance"] == committed["NegativeGuidance"]
+    assert translations["en"]["nodeDefs"]["NegativeGuidance"]["display_name"] == "Negative Guidance (patch)"
+    for page in ("NegativeGuidance.md", "NegativeGuidance/zh.md"):
+        with urllib.request.urlopen(f"{comfy_server.url}/extensions/{PACK_FOLDER}/docs/{page}", timeout=30) as reply:
+            assert reply.read().decode() == (PACK_ROOT / "js" / "docs" / page).read_text()
 
 
 def test_workflows_are_listed_as_templates(comfy_server):
