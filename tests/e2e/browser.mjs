@@ -149,6 +149,12 @@ async function missingNodeControl({ page, pageErrors }, request) {
   return { dialogs, pageErrors };
 }
 
+/** Nodes 2.0: the row of a node's widget (its label and its input). */
+function vueWidgetRow(page, nodeId, widgetName) {
+  return page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
+    has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+}
+
 /**
  * Changes a number widget as a user does. Classic canvas: click the middle of the widget and type the value
  * into the canvas's prompt. Vue nodes: press the widget's "+" button (PrimeVue's InputNumber in frontend 1.32.9
@@ -156,8 +162,7 @@ async function missingNodeControl({ page, pageErrors }, request) {
  */
 async function editWidget(page, nodeId, widgetName, value, vueNodes) {
   if (vueNodes) {
-    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
-      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const row = vueWidgetRow(page, nodeId, widgetName);
     await row.locator(".p-inputnumber-increment-button").first().click();
   } else {
     const point = await page.evaluate(({ nodeId, widgetName }) => {
@@ -211,23 +216,28 @@ async function editRedraw({ page, pageErrors }, request) {
   };
 }
 
+/** Loads request.template, frames its first pack node and waits for the graphs; returns that node's state. */
+async function openAtFirstPackNode(page, request) {
+  const listed = await templates(page, request.server);
+  await loadWorkflow(page, listed[request.template], request.template);
+  const [target] = await graphStates(page);
+  await frameNodes(page, [target.id]);
+  await waitForGraphs(page);
+  return target;
+}
+
 /**
  * Types a value into neg_start of the first pack node of a template, as a user does: classic canvas, the canvas's
  * prompt; Vue nodes, the InputNumber's text field (select all, type, Enter). Reports the value kept, the value shown
  * and what the graph drew.
  */
 async function typeWindowEdge({ page, pageErrors }, request) {
-  const listed = await templates(page, request.server);
-  await loadWorkflow(page, listed[request.template], request.template);
-  const [target] = await graphStates(page);
-  await frameNodes(page, [target.id]);
-  await waitForGraphs(page);
+  const target = await openAtFirstPackNode(page, request);
   const typed = [];
   for (const value of request.values) {
     let shown;
     if (request.vueNodes) {
-      const row = page.locator(`[data-node-id="${target.id}"] .lg-node-widget`).filter({
-        has: page.locator("p", { hasText: /^neg_start$/ }) });
+      const row = vueWidgetRow(page, target.id, "neg_start");
       const input = row.locator("input").first();
       await input.click();
       await input.press("Control+a");
@@ -256,8 +266,7 @@ async function typeWindowEdge({ page, pageErrors }, request) {
  */
 async function clickArrow(page, nodeId, widgetName, direction, vueNodes) {
   if (vueNodes) {
-    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
-      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const row = vueWidgetRow(page, nodeId, widgetName);
     const button = row.locator(`.p-inputnumber-${direction > 0 ? "increment" : "decrement"}-button`).first();
     // At the widget's min or max the button is disabled: a click does nothing, as for a user.
     if (!/p-disabled/.test(await button.getAttribute("class"))) await button.click();
@@ -287,11 +296,7 @@ async function clickArrow(page, nodeId, widgetName, direction, vueNodes) {
 
 /** neg_scale's arrows on the first pack node of a template: each click's value and what the graph drew. */
 async function negScaleArrows({ page, pageErrors }, request) {
-  const listed = await templates(page, request.server);
-  await loadWorkflow(page, listed[request.template], request.template);
-  const [target] = await graphStates(page);
-  await frameNodes(page, [target.id]);
-  await waitForGraphs(page);
+  const target = await openAtFirstPackNode(page, request);
   const clicks = [];
   for (const direction of request.directions) {
     const { value, shown } = await clickArrow(page, target.id, "neg_scale", direction, request.vueNodes);
