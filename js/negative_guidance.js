@@ -23,12 +23,15 @@ api.getWorkflowTemplates = async () => {
 
 const NODE_TYPES = new Set(["NegativeGuidance", "NegativeGuidanceGuider"]);
 const EXTRA_NEGATIVE_TYPE = "ExtraNegative";
+const DYNAMIC_TYPE = "DynamicNegativeScale";
+const DYNAMIC_CUSTOM_PRESET = "custom (the inputs below)";
 const GRAPH_WIDGET_NAME = "schedule_graph";
 const WINDOW_WIDGETS = ["neg_scale", "neg_start", "neg_end", "window_unit", "ramp", "ramp_width"];
 const WATCHED_WIDGETS = ["cfg", ...WINDOW_WIDGETS];
 // Widgets of other nodes the graph reads: the sampler's cfg and steps, KSamplerAdvanced's step range, a
 // scheduler's steps, and the extra negatives' own settings.
-const FOLLOWED_WIDGETS = new Set(["cfg", "steps", "start_at_step", "end_at_step", ...WINDOW_WIDGETS]);
+const FOLLOWED_WIDGETS = new Set(["cfg", "steps", "start_at_step", "end_at_step", ...WINDOW_WIDGETS,
+  "preset", "strength", "p_max"]);
 const GRAPH_MIN_HEIGHT = 130;
 const GRAPH_MAX_HEIGHT = 220;
 // How far to follow the patch's MODEL output (through other model patches) to find the sampler holding cfg.
@@ -139,6 +142,24 @@ function windowOf(node) {
     EDGE_TOLERANCES[widgetValue(node, "window_unit")] ?? EDGE_TOLERANCE);
 }
 
+/**
+ * The Dynamic Negative Scale feeding `node`'s `dynamic` input: {cap} with cap = λ·p_max/(1 − p_max), the largest
+ * scale it can reach (null for a preset, whose numbers live on the server), or null when none is connected.
+ */
+function dynamicScaleOf(node) {
+  const source = inputOrigin(node, "dynamic");
+  if (!source) return null;
+  if (source.type !== DYNAMIC_TYPE || widgetValue(source, "preset") !== DYNAMIC_CUSTOM_PRESET) return { cap: null };
+  const strength = Number(widgetValue(source, "strength"));
+  const pMax = Number(widgetValue(source, "p_max"));
+  return { cap: strength * pMax / (1 - pMax) };
+}
+
+/** The sampling code's sentence (nodes/guidance.py begin_run) for a dynamic scale without `empty`. */
+function dynamicNeedsEmpty(type) {
+  return `${type}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its probability from eps(∅).`;
+}
+
 function describeNode(node) {
   return `${node.type} #${node.id}`;
 }
@@ -158,22 +179,30 @@ function readSettings(node) {
   const emptyConnected = node.inputs?.find((input) => input.name === "empty")?.link != null;
   const values = { cfg, neg_scale: negScale, neg_start: window.start, neg_end: window.end, window_unit: unit,
     ramp: window.ramp, ramp_width: window.rampWidth };
-  const extras = extraNegativeNodes(node).map((extra) => ({
+  const extraNodes = extraNegativeNodes(node);
+  const extras = extraNodes.map((extra) => ({
     id: extra.id, scale: Number(widgetValue(extra, "neg_scale")), window: windowOf(extra),
     problem: validationProblem(EXTRA_NEGATIVE_TYPE, {
       neg_scale: Number(widgetValue(extra, "neg_scale")), neg_start: Number(widgetValue(extra, "neg_start")),
       neg_end: Number(widgetValue(extra, "neg_end")), window_unit: widgetValue(extra, "window_unit"),
       ramp: widgetValue(extra, "ramp"), ramp_width: Number(widgetValue(extra, "ramp_width")) }, null, false),
   }));
+  // A dynamic scale replaces neg_scale (it follows each sample; the window still gates it).
+  const dynamic = dynamicScaleOf(node);
+  const anyDynamic = !!dynamic || extraNodes.some((extra) => inputOrigin(extra, "dynamic"));
   return {
-    cfg, negScale, window, unit, extras,
-    followsCfg: followsCfg(negScale),
-    negativeScale: followsCfg(negScale) ? (cfg == null ? null : cfg - 1) : negScale,
+    cfg, negScale, window, unit, extras, dynamic,
+    followsCfg: !dynamic && followsCfg(negScale),
+    negativeScale: dynamic ? null : followsCfg(negScale) ? (cfg == null ? null : cfg - 1) : negScale,
     run: runSteps(sampler),
     cfgSource: isGuider ? "node" : sampler ? describeNode(sampler) : null,
-    // The sentence the server would refuse these settings with (for the patch, cfg is the sampler's).
-    problem: validationProblem(node.type, values, isGuider || sampler ? emptyConnected : null)
-      ?? extras.find((extra) => extra.problem)?.problem ?? null,
+    // The sentence the server would refuse these settings with (for the patch, cfg is the sampler's), in the
+    // order it checks them: the node's own inputs when it runs (the guider's `empty` there too), then, when
+    // sampling starts, a dynamic scale without `empty`, then (the patch) the rest of `empty`'s need.
+    problem: validationProblem(node.type, values, isGuider ? emptyConnected : null)
+      ?? extras.find((extra) => extra.problem)?.problem
+      ?? (anyDynamic && !emptyConnected ? dynamicNeedsEmpty(node.type) : null)
+      ?? (!isGuider && sampler && !anyDynamic ? validationProblem(node.type, values, emptyConnected) : null),
   };
 }
 
@@ -244,6 +273,8 @@ function draw(canvas, settings) {
   const { window: win, cfg, negativeScale: sNeg, extras } = settings;
   // With neg_scale following cfg on the patch and no sampler found, s⁻ = cfg − 1 is not known here: draw w(t) on
   // a scale whose top is labelled "cfg − 1" rather than inventing a number.
+  // A dynamic scale has no one value either: w(t) on a scale labelled "dynamic", its largest value in the legend.
+  const dynamic = settings.dynamic;
   const symbolic = sNeg == null;
   const curveScale = symbolic ? 1 : sNeg;
   const levels = [0, curveScale, ...(symbolic || cfg == null ? [] : [cfg]), ...extras.map((extra) => extra.scale)];
@@ -251,7 +282,8 @@ function draw(canvas, settings) {
   const yMin = Math.min(...levels) * 1.15;
 
   ctx.font = "10px sans-serif";
-  const ticks = symbolic ? [[0, "0"], [1, "cfg − 1"]] : [[0, "0"], [curveScale, formatNumber(curveScale)]];
+  const ticks = symbolic ? [[0, "0"], [1, dynamic ? "dynamic" : "cfg − 1"]]
+    : [[0, "0"], [curveScale, formatNumber(curveScale)]];
   // s⁺ and each extra negative's scale, where there is room between the labels.
   for (const value of [...(symbolic || cfg == null ? [] : [cfg]), ...extras.map((extra) => extra.scale)]) {
     if (ticks.every(([tick]) => Math.abs(value - tick) > (yMax - yMin) * 0.08)) ticks.push([value, formatNumber(value)]);
@@ -343,13 +375,15 @@ function draw(canvas, settings) {
   ctx.textAlign = "left";
   ctx.fillStyle = COLORS.negative;
   const follow = settings.followsCfg ? (symbolic ? "cfg − 1 (follows cfg)" : `cfg − 1 = ${formatNumber(sNeg)}`) : null;
-  ctx.fillText(`s⁻·w(t), s⁻ = ${follow ?? formatNumber(sNeg)}`, 6, 14);
+  const followsSample = dynamic
+    ? `λ·p/(1 − p) per sample${dynamic.cap == null ? " (preset)" : `, ≤ ${formatNumber(dynamic.cap)}`}` : null;
+  ctx.fillText(`s⁻·w(t), s⁻ = ${followsSample ?? follow ?? formatNumber(sNeg)}`, 6, 14);
   ctx.textAlign = "right";
   ctx.fillStyle = COLORS.positive;
   if (cfg != null && !symbolic) {
     const source = settings.cfgSource && settings.cfgSource !== "node" ? ` (${settings.cfgSource})` : "";
     ctx.fillText(`s⁺ = cfg = ${formatNumber(cfg)}${source}`, cssWidth - pad.right, 14);
-  } else if (symbolic) {
+  } else if (symbolic && !dynamic) {
     ctx.fillText("s⁺ = the sampler's cfg", cssWidth - pad.right, 14);
   }
   if (extras.length) {
@@ -435,7 +469,7 @@ function addScheduleGraph(node) {
       cfg: settings.cfg, negativeScale: settings.negativeScale, start: settings.window.start,
       end: settings.window.end, ramp: settings.window.ramp, rampWidth: settings.window.rampWidth,
       unit: settings.unit, steps: settings.run?.count ?? null, run: settings.run, stepsLabel: settings.stepsLabel ?? null,
-      cfgSource: settings.cfgSource, problem: settings.problem,
+      cfgSource: settings.cfgSource, problem: settings.problem, dynamic: settings.dynamic,
       extras: settings.extras.map((extra) => ({ id: extra.id, scale: extra.scale, start: extra.window.start,
         end: extra.window.end })),
     });
@@ -483,9 +517,35 @@ function followWidgets(node) {
   if (node.type === EXTRA_NEGATIVE_TYPE) chainCallback(node, "onConnectionsChange", () => redrawAll(node.graph));
 }
 
+// The pack's nodes with float inputs whose `round` is finer than their arrows' step.
+const FLOAT_NODE_TYPES = new Set([...NODE_TYPES, EXTRA_NEGATIVE_TYPE, "DynamicNegativeScale"]);
+
+/**
+ * The frontend keeps a float widget to the decimals of its step (neg_start steps by 0.01, so a typed 0.1667 became
+ * 0.17: the 7th of 30 steps instead of the 6th), not to the input's own `round` (0.0001). Both renderers read
+ * options.precision for the value kept; the classic canvas also draws that many decimals. Nodes 2.0 hands the other
+ * options to PrimeVue's InputNumber, which takes no decimal point and shows 3 decimals unless told its fraction
+ * digits. Give each float widget its round's decimals.
+ */
+function keepRoundPrecision(node) {
+  for (const widget of node.widgets ?? []) {
+    const round = Number(widget.options?.round);
+    if (!(round > 0) || typeof widget.options.precision !== "number") continue;
+    const decimals = Math.max(widget.options.precision, -Math.floor(Math.log10(round) + 1e-9));
+    widget.options.precision = decimals;
+    widget.options.minFractionDigits = 0;
+    widget.options.maxFractionDigits = decimals;
+  }
+}
+
 app.registerExtension({
   name: "comfyui-negative-guidance.ScheduleGraph",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (FLOAT_NODE_TYPES.has(nodeData.name)) {
+      chainCallback(nodeType.prototype, "onNodeCreated", function () {
+        keepRoundPrecision(this);
+      });
+    }
     if (!NODE_TYPES.has(nodeData.name)) return;
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
       addScheduleGraph(this);

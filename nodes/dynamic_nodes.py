@@ -36,10 +36,12 @@ class DynamicNegativeScale(io.ComfyNode):
         defaults = dynamic.DynamicNegative()
         return io.Schema(
             node_id=NODE,
-            display_name="Dynamic Negative Scale (experimental)",
+            display_name="Dynamic Negative Scale",
             category="advanced/guidance",
+            # ComfyUI's way of saying so: the server marks the node experimental and the frontend tags it.
+            is_experimental=True,
             description=(
-                "EXPERIMENTAL. A negative scale that follows each sample (Dynamic Negative Guidance, Koulischer et "
+                "A negative scale that follows each sample (Dynamic Negative Guidance, Koulischer et "
                 "al. 2025): s⁻ = strength·p/(1 - p), p = p(negative | current sample), tracked along the run from "
                 "the predictions already computed (no extra model pass). Samples heading for the negative concept "
                 "are pushed away; the others are left alone. Connect to the 'dynamic' input of Negative Guidance, "

@@ -13,10 +13,12 @@ from .dynamic_nodes import DYNAMIC_TOOLTIP, DynamicNegativeSettings
 from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
 
 EMPTY_TOOLTIP = ("The empty prompt ∅ (CLIPTextEncode with no text, or ConditioningZeroOut). Needed whenever the "
-                 "formula uses eps(∅): any setting other than neg_scale = cfg - 1 over the whole run.")
+                 "formula uses eps(∅): any setting other than neg_scale = cfg - 1 over the whole run, and any "
+                 "Dynamic Negative Scale.")
 NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative prompt pushes away. -1 (any negative value) follows cfg: s⁻ = cfg - 1, "
                      "exactly ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅). "
-                     "The arrows go from 0 straight to -1 and from -1 straight to 0.")
+                     "The arrows go from 0 straight to -1 and from -1 straight to 0. A Dynamic Negative Scale on "
+                     "'dynamic' replaces it.")
 
 
 def bounds(name: str, follows_cfg: bool = True) -> dict:
@@ -183,7 +185,8 @@ class ExtraNegative(io.ComfyNode):
             inputs=[
                 io.Conditioning.Input("negative", tooltip="This negative prompt ỹᵢ."),
                 io.Float.Input("neg_scale", default=3.0, **bounds("neg_scale", follows_cfg=False), step=0.1,
-                               round=0.01, tooltip="sᵢ, how hard this negative pushes away. 0 switches it off."),
+                               round=0.01, tooltip="sᵢ, how hard this negative pushes away. 0 switches it off. A Dynamic "
+                                       "Negative Scale on 'dynamic' replaces it."),
                 *window_inputs(),
                 ExtraNegatives.Input("extra_negatives", optional=True, tooltip="Earlier ExtraNegative nodes."),
                 DynamicNegativeSettings.Input("dynamic", optional=True, tooltip=DYNAMIC_TOOLTIP),

@@ -13,6 +13,7 @@ the plot in the UI.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import comfy.patcher_extension
@@ -20,7 +21,7 @@ from comfy_api.latest import io, ui
 
 from . import probe as probe_lib
 from . import schedule
-from .trace import GuidanceTrace, render_run
+from .trace import GuidanceTrace, figure_to_image, render_run
 
 log = logging.getLogger("comfyui-negative-guidance")
 
@@ -32,6 +33,28 @@ LATENT_TOOLTIP = ("The sampler's output LATENT. Connect it so that this node run
 LATENT_OUT_TOOLTIP = "The sampler's LATENT, unchanged: decode or save it after the plot."
 X_AXES = ("step", "sigma")
 MAP_SIZE_BOUNDS = (1, 256)  # the probe's map side: 64 in the authors' setup; larger only costs memory
+
+
+def message_image(message: str, width: int = 900, height: int = 240):
+    """`message` drawn as a picture (an IMAGE tensor), in place of a plot."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    figure.text(0.04, 0.9, "\n".join(textwrap.wrap(message, 100)), va="top", ha="left", fontsize=11, wrap=False)
+    return figure_to_image(canvas)
+
+
+def nothing_to_plot(cls, latent, message: str) -> io.NodeOutput:
+    """A plot node with no run to show: the sentence as its picture and as its JSON, the latent passed on. The node
+    no longer shows an earlier run, and the rest of the prompt (decoding, saving the image) still runs."""
+    log.warning(message)
+    image = message_image(message)
+    return io.NodeOutput(image, json.dumps({"nothing_recorded": message}), latent,
+                         ui=ui.PreviewImage(image, cls=cls))
 
 
 class NegativeGuidanceTrace(io.ComfyNode):
@@ -89,11 +112,11 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
     def execute(cls, trace, latent, x_axis="step") -> io.NodeOutput:
         run = trace.run_for(latent) if isinstance(trace, GuidanceTrace) else None
         if run is None or not run.evaluations:
-            raise ValueError(
-                "NegativeGuidanceTracePlot: no run was recorded for the sampling that made this latent, so there is "
+            return nothing_to_plot(cls, latent, (
+                "Guidance Trace Plot: no run was recorded for the sampling that made this latent, so there is "
                 "nothing to plot (an earlier run of this trace belongs to another sampling and is not shown). "
-                "Connect the same trace to the 'trace' input of NegativeGuidance or NegativeGuidanceGuider, and "
-                "this node's latent to that sampler's output.")
+                "Connect the same Guidance Trace to the 'trace' input of Negative Guidance (patch) or Negative "
+                "Guidance Guider, and this node's latent to that sampler's output."))
         image = render_run(run, x_axis)
         return io.NodeOutput(image, trace.to_json(run), latent, ui=ui.PreviewImage(image, cls=cls))
 
@@ -199,10 +222,11 @@ class NegativeGuidanceProbePlot(io.ComfyNode):
     def execute(cls, probe, latent) -> io.NodeOutput:
         run = probe.run_for(latent) if isinstance(probe, probe_lib.AttentionProbe) else None
         if run is None or not run.evaluations:
-            raise ValueError(
-                "NegativeGuidanceProbePlot: the probe saw no run of the sampling that made this latent, so there is "
-                "nothing to plot (an earlier run belongs to another sampling and is not shown). Sample the MODEL "
-                "that NegativeGuidanceProbe returns, and connect that sampler's output to 'latent'.")
+            return nothing_to_plot(cls, latent, (
+                "Negative Prompt Attention Probe Plot: the probe saw no run of the sampling that made this latent, "
+                "so there is nothing to plot (an earlier run belongs to another sampling and is not shown). Sample "
+                "the MODEL that Negative Prompt Attention Probe returns, and connect that sampler's output to "
+                "'latent'."))
         image = probe_lib.render_probe(probe, run)
         return io.NodeOutput(image, probe.to_json(run), latent, ui=ui.PreviewImage(image, cls=cls))
 

@@ -132,11 +132,13 @@ def draw_run(schedule_axes, cost_axes, run: Run, top: float):
     for (name, values), colour in zip(run.negatives, NEGATIVE_COLOURS):
         schedule_axes.bar(steps, values, bottom=bottom, width=0.85, color=colour, label=f'"{name}"')
         bottom = [b + v for b, v in zip(bottom, values)]
-    schedule_axes.axhline(run.cfg, color=CFG_COLOUR, linestyle="--", linewidth=2)
-    schedule_axes.text(0.7, run.cfg, f"s⁺ = cfg {run.cfg:g}", color=CFG_COLOUR, fontsize=10, va="bottom")
+    # s⁺ is named in the legend, never written on the plot, where bars would cover it (s⁺ = cfg 1 under Flux's bars).
+    schedule_axes.axhline(run.cfg, color=CFG_COLOUR, linestyle="--", linewidth=2, label=f"s⁺ = cfg {run.cfg:g}")
     schedule_axes.set_ylim(0, top)
     schedule_axes.set_title(run.label, color=TEXT, fontsize=11, loc="left", pad=3)
-    schedule_axes.legend(loc="upper right", fontsize=10, labelcolor=TEXT, handlelength=1, borderaxespad=0.2,
+    # One row, so that it takes little of the head room above the bars.
+    schedule_axes.legend(loc="upper right", fontsize=9, labelcolor=TEXT, handlelength=1, borderaxespad=0.2,
+                         ncols=len(run.negatives) + 1, columnspacing=1.0, handletextpad=0.4, borderpad=0.2,
                          facecolor=BACKGROUND, edgecolor=BACKGROUND, framealpha=0.9)
     cost_axes.bar(steps, run.evaluations, width=0.85, color=EVALUATION_COLOUR)
     most = max(run.evaluations)
@@ -166,25 +168,59 @@ def picture_data(ui_file: Path) -> dict:
                                   "runs": [asdict(run) for run in runs_of(prompt, ui_titles)]}))
 
 
-def draw(ui_file: Path, out_file: Path):
-    data = picture_data(ui_file)
+# Newer frontends (1.49) lay a "Node graph" chip over the top left corner of each template card: nothing is drawn
+# there (figure fractions: left, bottom, right, top).
+CHIP_CORNER = (0.0, 0.86, 0.45, 1.0)
+
+
+def highest_value(run: Run) -> float:
+    return max(run.cfg, *(sum(values) for values in zip(*(v for _, v in run.negatives))))
+
+
+def compose(data: dict):
+    """The picture of one workflow's data, as a matplotlib figure."""
     runs = [Run(**run) for run in data["runs"]]
-    # Head room above the tallest bar or the s⁺ line for the legend.
-    top = 1.5 * max(max(run.cfg, *(sum(values) for values in zip(*(v for _, v in run.negatives)))) for run in runs)
+    top = 1.5 * max(highest_value(run) for run in runs)
     figure = plt.figure(figsize=(SIZE_INCHES, SIZE_INCHES), dpi=DPI, facecolor=BACKGROUND)
-    title = figure.text(0.05, 0.955, data["caption"], color=TEXT, fontsize=17, fontweight="bold", va="top")
+    # The caption starts below the chip corner.
+    title = figure.text(0.05, CHIP_CORNER[1] - 0.01, data["caption"], color=TEXT, fontsize=17, fontweight="bold",
+                        va="top")
     width = title.get_window_extent(figure.canvas.get_renderer()).width / (SIZE_INCHES * DPI)
     title.set_fontsize(17 * min(1.0, 0.9 / width))  # a long caption shrinks to the picture's width
-    figure.text(0.05, 0.875, f"{data['family']}  ·  example {data['number']}", color=FAINT, fontsize=12, va="top")
+    figure.text(0.05, CHIP_CORNER[1] - 0.075, f"{data['family']}  ·  example {data['number']}", color=FAINT,
+                fontsize=12, va="top")
     # Each run gets a block: its schedule over its evaluation counts.
-    block = 0.76 / len(runs)
+    block = 0.68 / len(runs)
+    schedules = []
     for index, run in enumerate(runs):
-        block_top = 0.80 - index * block
-        schedule_share, cost_height = (0.62, 0.16) if len(runs) == 1 else (0.50, 0.07)
+        block_top = 0.72 - index * block
+        schedule_share, cost_height = (0.62, 0.15) if len(runs) == 1 else (0.52, 0.06)
         schedule_axes = figure.add_axes((0.10, block_top - schedule_share * block, 0.86,
                                          schedule_share * block - 0.035))
-        cost_axes = figure.add_axes((0.10, block_top - block + 0.055, 0.86, cost_height))
+        cost_axes = figure.add_axes((0.10, block_top - block + 0.05, 0.86, cost_height))
         draw_run(schedule_axes, cost_axes, run, top)
+        schedules.append((schedule_axes, run))
+    # Head room for the legend above the tallest bar and the s⁺ line: raise the common top until every legend
+    # clears its plot's data.
+    renderer = figure.canvas.get_renderer()
+    for _ in range(8):
+        needed = top
+        for axes, run in schedules:
+            legend_bottom = axes.get_legend().get_window_extent(renderer).y0
+            axes_box = axes.get_window_extent(renderer)
+            free_share = (legend_bottom - axes_box.y0) / axes_box.height  # below the legend, as a share of the axes
+            needed = max(needed, 1.08 * highest_value(run) / max(free_share, 0.05))
+        if needed <= top * 1.001:
+            break
+        top = needed
+        for axes, _ in schedules:
+            axes.set_ylim(0, top)
+    return figure
+
+
+def draw(ui_file: Path, out_file: Path):
+    data = picture_data(ui_file)
+    figure = compose(data)
     figure.savefig(out_file, format="jpg", dpi=DPI, facecolor=BACKGROUND,
                    pil_kwargs={"quality": 88, "comment": json.dumps(data, ensure_ascii=False)})
     plt.close(figure)

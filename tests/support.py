@@ -89,7 +89,7 @@ def reset_weights(module):
 
 
 def build_tiny_sd15(context_dim=64):
-    """A 1.6 M parameter SD1.5-architecture UNet with random weights, wrapped as ComfyUI wraps any checkpoint."""
+    """A 1.1 M-parameter SD1.5-architecture UNet with random weights, wrapped as ComfyUI wraps any checkpoint."""
     import torch
     import comfy.model_patcher
     import comfy.supported_models

@@ -40,3 +40,21 @@ def test_inputs_keep_their_names_and_order(host, node_id):
         assert i.tooltip, f"{node_id}: input '{i.id}' needs a tooltip"
     for output in schema.outputs:
         assert output.tooltip, f"{node_id}: output '{output.display_name or output.io_type}' needs a tooltip"
+
+
+def test_the_dynamic_scale_is_experimental_the_comfyui_way(host):
+    """ComfyUI's server marks a node experimental from its class's EXPERIMENTAL (the V3 schema's is_experimental),
+    on 0.3.75 and 0.33.0 alike; the frontend then tags it. Its name no longer says so."""
+    extension = support.pack_module("nodes.extension")
+    import asyncio
+
+    node_list = asyncio.run(asyncio.run(extension.comfy_entrypoint()).get_node_list())
+    marked = sorted(node.GET_SCHEMA().node_id for node in node_list if node.EXPERIMENTAL)
+    assert marked == ["DynamicNegativeScale"]
+    assert "experimental" not in schemas()["DynamicNegativeScale"].display_name.lower()
+
+
+@pytest.mark.parametrize("node_id", ["NegativeGuidance", "NegativeGuidanceGuider", "ExtraNegative"])
+def test_neg_scale_tooltip_says_a_dynamic_scale_replaces_it(host, node_id):
+    [neg_scale] = [i for i in schemas()[node_id].inputs if i.id == "neg_scale"]
+    assert "Dynamic Negative Scale on 'dynamic' replaces it" in neg_scale.tooltip

@@ -171,8 +171,12 @@ def test_plot_node_image_json_and_ui(host):
 
 
 def test_plot_node_without_run_says_what_to_wire(host):
-    with pytest.raises(ValueError, match="NegativeGuidanceTracePlot: no run was recorded for the sampling"):
-        trace_nodes().NegativeGuidanceTracePlot.execute(new_trace(), host.latent, "step")
+    """No run recorded: the sentence is the plot (shown on the node) and the JSON; the latent goes on."""
+    output = trace_nodes().NegativeGuidanceTracePlot.execute(new_trace(), host.latent, "step")
+    image, text, passed = output.result
+    assert "no run was recorded for the sampling" in json.loads(text)["nothing_recorded"]
+    assert image.shape[0] == 1 and image.shape[-1] == 3 and float(image.std()) > 0.01  # the sentence drawn
+    assert passed is host.latent and output.ui.as_dict()["images"]
 
 
 # ---- schemas of the new nodes (saved workflows store widget values by position) ----

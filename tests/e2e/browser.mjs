@@ -25,7 +25,8 @@ async function openApp(context, server) {
   const page = await context.newPage();
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(String(error.stack || error.message)));
-  await page.goto(server, { waitUntil: "domcontentloaded" });
+  // Two cores shared with other jobs: the first load can take well over playwright's default 30 s.
+  await page.goto(server, { waitUntil: "domcontentloaded", timeout: 120000 });
   await page.waitForFunction(
     () => window.app?.graph && window.app?.canvas && window.LiteGraph?.registered_node_types?.NegativeGuidance,
     null, { timeout: 120000 });
@@ -148,6 +149,12 @@ async function missingNodeControl({ page, pageErrors }, request) {
   return { dialogs, pageErrors };
 }
 
+/** Nodes 2.0: the row of a node's widget (its label and its input). */
+function vueWidgetRow(page, nodeId, widgetName) {
+  return page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
+    has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+}
+
 /**
  * Changes a number widget as a user does. Classic canvas: click the middle of the widget and type the value
  * into the canvas's prompt. Vue nodes: press the widget's "+" button (PrimeVue's InputNumber in frontend 1.32.9
@@ -155,8 +162,7 @@ async function missingNodeControl({ page, pageErrors }, request) {
  */
 async function editWidget(page, nodeId, widgetName, value, vueNodes) {
   if (vueNodes) {
-    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
-      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const row = vueWidgetRow(page, nodeId, widgetName);
     await row.locator(".p-inputnumber-increment-button").first().click();
   } else {
     const point = await page.evaluate(({ nodeId, widgetName }) => {
@@ -210,6 +216,49 @@ async function editRedraw({ page, pageErrors }, request) {
   };
 }
 
+/** Loads request.template, frames its first pack node and waits for the graphs; returns that node's state. */
+async function openAtFirstPackNode(page, request) {
+  const listed = await templates(page, request.server);
+  await loadWorkflow(page, listed[request.template], request.template);
+  const [target] = await graphStates(page);
+  await frameNodes(page, [target.id]);
+  await waitForGraphs(page);
+  return target;
+}
+
+/**
+ * Types a value into neg_start of the first pack node of a template, as a user does: classic canvas, the canvas's
+ * prompt; Vue nodes, the InputNumber's text field (select all, type, Enter). Reports the value kept, the value shown
+ * and what the graph drew.
+ */
+async function typeWindowEdge({ page, pageErrors }, request) {
+  const target = await openAtFirstPackNode(page, request);
+  const typed = [];
+  for (const value of request.values) {
+    let shown;
+    if (request.vueNodes) {
+      const row = vueWidgetRow(page, target.id, "neg_start");
+      const input = row.locator("input").first();
+      await input.click();
+      await input.press("Control+a");
+      await input.pressSequentially(String(value));
+      await input.press("Enter");
+      await page.waitForTimeout(400);
+      shown = await input.inputValue();
+    } else {
+      await editWidget(page, target.id, "neg_start", value, false);
+      shown = await page.evaluate(({ nodeId }) => {
+        const widget = window.app.graph.getNodeById(nodeId).widgets.find((w) => w.name === "neg_start");
+        return Number(widget.value).toFixed(widget.options.precision ?? 3);  // as the canvas draws it
+      }, { nodeId: target.id });
+    }
+    await page.waitForTimeout(300);
+    const state = (await graphStates(page)).find((candidate) => candidate.id === target.id);
+    typed.push({ typed: value, value: state.widgets.neg_start, shown, stepsLabel: state.drawn.stepsLabel });
+  }
+  return { typed, pageErrors };
+}
+
 /**
  * Clicks a number widget's arrow as a user does: classic canvas, the arrow drawn at either end of the widget;
  * Vue nodes, the InputNumber's increment/decrement button. Returns the widget's value after the click and the
@@ -217,8 +266,7 @@ async function editRedraw({ page, pageErrors }, request) {
  */
 async function clickArrow(page, nodeId, widgetName, direction, vueNodes) {
   if (vueNodes) {
-    const row = page.locator(`[data-node-id="${nodeId}"] .lg-node-widget`).filter({
-      has: page.locator("p", { hasText: new RegExp(`^${widgetName}$`) }) });
+    const row = vueWidgetRow(page, nodeId, widgetName);
     const button = row.locator(`.p-inputnumber-${direction > 0 ? "increment" : "decrement"}-button`).first();
     // At the widget's min or max the button is disabled: a click does nothing, as for a user.
     if (!/p-disabled/.test(await button.getAttribute("class"))) await button.click();
@@ -248,11 +296,7 @@ async function clickArrow(page, nodeId, widgetName, direction, vueNodes) {
 
 /** neg_scale's arrows on the first pack node of a template: each click's value and what the graph drew. */
 async function negScaleArrows({ page, pageErrors }, request) {
-  const listed = await templates(page, request.server);
-  await loadWorkflow(page, listed[request.template], request.template);
-  const [target] = await graphStates(page);
-  await frameNodes(page, [target.id]);
-  await waitForGraphs(page);
+  const target = await openAtFirstPackNode(page, request);
   const clicks = [];
   for (const direction of request.directions) {
     const { value, shown } = await clickArrow(page, target.id, "neg_scale", direction, request.vueNodes);
@@ -439,7 +483,7 @@ async function build({ page, pageErrors }) {
 }
 
 const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
-  "edit-redraw": editRedraw, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
+  "edit-redraw": editRedraw, "type-window-edge": typeWindowEdge, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
   "node-search": nodeSearch, screenshots, build };
 
 const request = await readStdin();

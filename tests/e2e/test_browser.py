@@ -4,10 +4,12 @@ and stays out of saved workflows and API prompts, in the classic canvas and in t
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from e2e.comfy_server import PACK_ROOT, PACK_NODE_TYPES, WORKFLOWS_DIR, api_twin, ui_workflow_files
+from e2e.comfy_server import (PACK_ROOT, PACK_NODE_TYPES, WORKFLOWS_DIR, api_twin, ui_workflow_files,
+                              with_tiny_models)
 from support import load_pure_module
 
 RENDERERS = ["classic", "nodes2"]
@@ -51,6 +53,38 @@ def test_schedule_graph_draws_on_every_pack_node(loaded_templates):
                 widgets["neg_start"], widgets["neg_end"], widgets["ramp"], widgets["window_unit"])
 
 
+STEP_RANGE = re.compile(r"steps (\d+)[-–](\d+)(?: of (\d+))?|the (\d+)(?:st|nd|rd|th) to the (\d+)(?:st|nd|rd|th)")
+
+
+def step_ranges(text: str) -> list[tuple[int, int, int | None]]:
+    """Every "steps 6-15 of 30" / "the 3rd to the 10th" a workflow's note or title claims: (first, last, of)."""
+    found = []
+    for match in STEP_RANGE.finditer(text):
+        first, last, of = match.group(1, 2, 3) if match.group(1) else (*match.group(4, 5), None)
+        found.append((int(first), int(last), int(of) if of else None))
+    return found
+
+
+def test_workflow_notes_claim_the_steps_the_graph_computes(loaded_templates):
+    """What a note or a node title says about the window ("steps 6-15 of 30") is what the node's schedule graph
+    computes from the workflow's own widgets ("negative on steps 6–15 of 30")."""
+    renderer, loaded = loaded_templates
+    claims_seen = 0
+    for name, result in loaded["results"].items():
+        nodes = json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())["nodes"]
+        texts = [node.get("title") or "" for node in nodes] + [
+            value for node in nodes if node["type"] in ("Note", "MarkdownNote") for value in node["widgets_values"]
+            if isinstance(value, str)]
+        labels = [graph["drawn"]["stepsLabel"] or "" for graph in result["graphs"]]
+        for first, last, of in step_ranges("\n".join(texts)):
+            claims_seen += 1
+            claim = f"{first}–{last}" + (f" of {of}" if of else "")
+            assert any(f"steps {claim}" in label for label in labels), (
+                f"{renderer} {name}: a note or title says steps {first}-{last}{f' of {of}' if of else ''}, the "
+                f"graph says {labels}")
+    assert claims_seen >= 3, "the notes no longer name the steps: update this test's pattern"
+
+
 def test_graph_is_not_saved_into_the_workflow(loaded_templates):
     renderer, loaded = loaded_templates
     for name, result in loaded["results"].items():
@@ -88,9 +122,9 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
                           value=0.3, samplerCfg=5.0, vueNodes=renderer)
     before, after, sampler = result["before"], result["after"], result["sampler"]
     assert before["drawn"]["start"] == pytest.approx(0.1667)
-    # Classic: typed 0.3. Vue nodes: one press of "+"; its InputNumber first rounds 0.1667 to the 2 decimals it
-    # shows, then adds step 0.01, giving 0.18.
-    expected_start = 0.18 if renderer else 0.3
+    # Classic: typed 0.3. Vue nodes: one press of "+" adds step 0.01 to 0.1667 (the widget keeps the 4 decimals of
+    # the input's round; before, it kept 2 and gave 0.18).
+    expected_start = 0.1767 if renderer else 0.3
     assert result["negStart"] == pytest.approx(expected_start), "the edit did not reach the widget"
     assert after["drawCount"] > before["drawCount"], "no redraw after the edit"
     assert after["drawn"]["start"] == pytest.approx(result["negStart"])
@@ -100,6 +134,21 @@ def test_editing_neg_start_redraws_the_graph(renderer, comfy_server, chromium):
     assert sampler["cfg"] == pytest.approx(7.6 if renderer else 5.0)
     assert sampler["drawn"]["cfg"] == pytest.approx(sampler["cfg"])
     assert sampler["drawn"]["negativeScale"] == pytest.approx(sampler["cfg"] - 1)
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_typed_window_edges_keep_their_decimals(renderer, comfy_server, chromium):
+    """The README's 0.1667 (and 0.167) typed into neg_start stay what was typed and start the negative at the 6th of
+    30 steps; the frontend used to keep two decimals (0.17: the 7th step)."""
+    result = chromium.run("type-window-edge", comfy_server.url, template="01 Delayed negative",
+                          values=[0.3, 0.1667, 0.167], vueNodes=renderer)
+    [moved, readme, rounded] = result["typed"]
+    assert moved["value"] == pytest.approx(0.3), f"the typing did not reach the widget: {result['typed']}"
+    for entry in (readme, rounded):
+        assert entry["value"] == pytest.approx(entry["typed"], abs=1e-9), entry
+        assert float(entry["shown"]) == pytest.approx(entry["typed"], abs=1e-9), entry
+        assert entry["stepsLabel"] == "negative on steps 6–15 of 30", entry
     assert not our_page_errors(result)
 
 
@@ -198,6 +247,54 @@ def test_graph_facts_follow_the_sampler(renderer, case, graph, cfg, label, comfy
     [state] = result["states"]
     drawn = state["drawn"]
     assert (drawn["cfg"], drawn["negativeScale"], drawn["stepsLabel"], drawn["problem"]) == (cfg, cfg - 1, label, None)
+    assert not our_page_errors(result)
+
+
+def dynamic_patch(empty: bool) -> dict:
+    """A patch feeding a KSampler (30 steps, cfg 6), a Dynamic Negative Scale at its defaults on its `dynamic`."""
+    graph = patch_feeding({"type": "KSampler", "widgets": {"steps": 30, "cfg": 6.0}},
+                          {"type": "DynamicNegativeScale"}, links=[[3, "dynamic", 0, "dynamic"]])
+    if not empty:
+        graph["links"] = [link for link in graph["links"] if link[3] != "empty"]
+    return graph
+
+
+def server_refusal_without_empty_for_a_dynamic_scale(comfy_server) -> str:
+    """What the server says when workflow 1 runs with a dynamic scale on the patch and no `empty`."""
+    prompt = with_tiny_models(json.loads(api_twin(WORKFLOWS_DIR / "01 Delayed negative.json").read_text()))
+    patch = next(i for i, node in prompt.items() if node["class_type"] == "NegativeGuidance")
+    del prompt[patch]["inputs"]["empty"]
+    prompt["90"] = {"class_type": "DynamicNegativeScale", "inputs": {
+        "preset": "custom (the inputs below)", "strength": 2.0, "prior": 0.5, "temperature": 1.0, "offset": 0.0,
+        "p_max": 0.99}}
+    prompt[patch]["inputs"]["dynamic"] = ["90", 0]
+    entry = comfy_server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "error"
+    [error] = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
+    return error["exception_message"].rstrip("\n")  # ComfyUI's executor ends the message with a newline
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_graph_says_when_a_dynamic_scale_replaces_neg_scale(renderer, comfy_server, chromium):
+    """With a Dynamic Negative Scale connected the graph draws no constant s⁻ from the ignored neg_scale (editing it
+    to 3 used to redraw "s⁻ = 3"): it says the scale is dynamic, up to λ·p_max/(1 − p_max) = 2·0.99/0.01."""
+    result = chromium.run("drawn-after", comfy_server.url, **dynamic_patch(empty=True),
+                          edits=[{"type": "NegativeGuidance", "widgets": {"neg_scale": 3.0}}])
+    [state] = result["states"]
+    drawn = state["drawn"]
+    assert drawn["problem"] is None and drawn["negativeScale"] is None
+    assert drawn["dynamic"]["cap"] == pytest.approx(198.0)
+    assert drawn["stepsLabel"] == "negative on steps 6–15 of 30"  # the window still gates it
+    assert not our_page_errors(result)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_graph_knows_a_dynamic_scale_needs_empty(renderer, comfy_server, chromium):
+    """Without `empty`, the queued run fails; the graph shows the server's sentence before you queue."""
+    expected = server_refusal_without_empty_for_a_dynamic_scale(comfy_server)
+    result = chromium.run("drawn-after", comfy_server.url, **dynamic_patch(empty=False))
+    [state] = result["states"]
+    assert state["drawn"]["problem"] == expected
     assert not our_page_errors(result)
 
 

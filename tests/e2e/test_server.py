@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 
 import pytest
 
-from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, TINY_CHECKPOINT_NODE, PromptRefused,
-                              with_tiny_models)
+from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, PACK_ROOT, TINY_CHECKPOINT_NODE,
+                              PromptRefused, with_tiny_models)
 
 def test_pack_imports_without_error(comfy_server, object_info):
     log = comfy_server.log_text()
@@ -60,10 +61,32 @@ def test_every_input_and_output_of_every_pack_node_has_a_tooltip(object_info):
             assert (tooltip or "").strip(), f"{node_type} output {name} has no tooltip"
 
 
+def test_only_the_dynamic_scale_is_marked_experimental(object_info):
+    """The frontend tags a node the server marks experimental ("Experimental" in the node library): the dynamic scale
+    says so that way, not in its name."""
+    pack = [name for name, info in object_info.items() if info["python_module"] == f"custom_nodes.{PACK_FOLDER}"]
+    assert set(PACK_NODE_TYPES) <= set(pack)
+    marked = sorted(name for name in pack if object_info[name].get("experimental"))
+    assert marked == ["DynamicNegativeScale"]
+    assert "experimental" not in object_info["DynamicNegativeScale"]["display_name"].lower()
+
+
 def test_frontend_extension_is_served(comfy_server):
     extensions = comfy_server.get("/extensions")
     served = {path.rsplit("/", 1)[-1] for path in extensions if f"/extensions/{PACK_FOLDER}/" in path}
     assert {"negative_guidance.js", "schedule.js"} <= served, extensions
+
+
+def test_translations_and_help_pages_are_served(comfy_server):
+    """ComfyUI merges every pack's locales/<lang>/nodeDefs.json into /i18n; the frontend fetches a node's help page
+    from /extensions/<pack>/docs/<NodeId>.md, or <NodeId>/<lang>.md in another language."""
+    translations = comfy_server.get("/i18n")
+    committed = json.loads((PACK_ROOT / "locales" / "zh" / "nodeDefs.json").read_text())
+    assert translations["zh"]["nodeDefs"]["NegativeGuidance"] == committed["NegativeGuidance"]
+    assert translations["en"]["nodeDefs"]["NegativeGuidance"]["display_name"] == "Negative Guidance (patch)"
+    for page in ("NegativeGuidance.md", "NegativeGuidance/zh.md"):
+        with urllib.request.urlopen(f"{comfy_server.url}/extensions/{PACK_FOLDER}/docs/{page}", timeout=30) as reply:
+            assert reply.read().decode() == (PACK_ROOT / "js" / "docs" / page).read_text()
 
 
 def test_workflows_are_listed_as_templates(comfy_server):

@@ -71,6 +71,51 @@ def test_every_template_has_its_picture_served(comfy_server, listed):
         assert 10_000 < len(picture) < 200_000, f"{name}.jpg: {len(picture)} bytes"
 
 
+def thumbnail_script():
+    """scripts/make_thumbnails.py as a module."""
+    spec = importlib.util.spec_from_file_location("negguide_make_thumbnails", PACK_ROOT / "scripts" / "make_thumbnails.py")
+    thumbnails = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = thumbnails  # its dataclass looks its module up there
+    spec.loader.exec_module(thumbnails)
+    return thumbnails
+
+
+# Frontend 1.49 lays a "Node graph" chip over the top left of each card (about 40 % of its width and 12 % of its
+# height); nothing the picture says may sit there.
+CHIP_CORNER = (0.0, 0.0, 0.45, 0.14)  # left, top, right, bottom as fractions of the picture, from the top left
+
+
+def test_pictures_leave_the_chip_corner_empty():
+    for ui_file in UI_FILES:
+        picture = Image.open(ui_file.with_suffix(".jpg")).convert("L")
+        width, height = picture.size
+        corner = picture.crop((int(CHIP_CORNER[0] * width), int(CHIP_CORNER[1] * height),
+                               int(CHIP_CORNER[2] * width), int(CHIP_CORNER[3] * height)))
+        low, high = corner.getextrema()
+        assert high - low < 24, f"{ui_file.stem}.jpg draws under the frontend's chip (grey {low}-{high} there)"
+
+
+def test_picture_labels_cover_no_bar():
+    """Every caption, label and legend of a picture sits clear of the bars and of the other labels (the s⁺ label
+    of 06 once sat behind the Flux negative's bars)."""
+    thumbnails = thumbnail_script()
+    for ui_file in UI_FILES:
+        figure = thumbnails.compose(thumbnails.picture_data(ui_file))
+        renderer = figure.canvas.get_renderer()
+        labels = [text.get_window_extent(renderer) for text in figure.texts]
+        bars = []
+        for axes in figure.axes:
+            if axes.get_legend():
+                labels.append(axes.get_legend().get_window_extent(renderer))
+            bars += [patch.get_window_extent(renderer) for patch in axes.patches if patch.get_height() > 0]
+            labels += [text.get_window_extent(renderer) for text in axes.texts]
+        for label in labels:
+            assert not [bar for bar in bars if label.overlaps(bar)], f"{ui_file.stem}: a label covers a bar"
+        for first, second in combinations(labels, 2):
+            assert not first.overlaps(second), f"{ui_file.stem}: two labels overlap"
+        thumbnails.plt.close(figure)
+
+
 def test_pictures_show_the_workflows_as_they_are(tmp_path):
     """scripts/make_thumbnails.py draws each picture from its workflow and stores what it drew (per sampler: steps,
     s⁺, each negative's s·w per step, evaluations per step; titles) in the JPEG's comment. That must be exactly what
@@ -81,10 +126,7 @@ def test_pictures_show_the_workflows_as_they_are(tmp_path):
     The fresh drawing is also compared pixel by pixel, for changes of the drawing code itself. That bound stays coarse
     (mean difference < 2/255): the same data drawn by other matplotlib and FreeType releases differs in the
     anti-aliasing of every glyph. On the machine that drew the pictures the redraw is identical."""
-    spec = importlib.util.spec_from_file_location("negguide_make_thumbnails", PACK_ROOT / "scripts" / "make_thumbnails.py")
-    thumbnails = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = thumbnails  # its dataclass looks its module up there
-    spec.loader.exec_module(thumbnails)
+    thumbnails = thumbnail_script()
     redraw = "run scripts/host.sh python scripts/make_thumbnails.py"
     for ui_file in UI_FILES:
         committed_file = Image.open(ui_file.with_suffix(".jpg"))

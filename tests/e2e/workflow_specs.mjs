@@ -95,7 +95,7 @@ export const WORKFLOWS = [
     note: {
       pos: [40, 400], size: [340, 330],
       text: "Delayed negative prompt (SD1.5, plain KSampler)\n\n" +
-        "The negative prompt acts only on steps 5-15 of 30 (neg_start 0.1667, neg_end 0.5): early steps lay out " +
+        "The negative prompt acts only on steps 6-15 of 30 (neg_start 0.1667, neg_end 0.5): early steps lay out " +
         "the picture undisturbed, the negative then removes the one object it names, and the late steps finish " +
         "the details without it. neg_scale -1 means s⁻ = cfg - 1, the strength of ComfyUI's ordinary negative.\n\n" +
         "Try: move neg_start to 0 (the stock negative prompt from the first step) and compare how much of the " +
@@ -149,7 +149,7 @@ export const WORKFLOWS = [
       { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1920, 40], size: [340, 380],
         widgets: { filename_prefix: "negguide/compare_stock" } },
       { key: "patch", type: "NegativeGuidance", pos: [840, 460], size: [380, 0], widgets: DELAYED_WINDOW },
-      { key: "delayed", type: "KSampler", title: "KSampler: delayed negative (steps 5-15)", pos: [1260, 460],
+      { key: "delayed", type: "KSampler", title: "KSampler: delayed negative (steps 6-15)", pos: [1260, 460],
         size: [380, 0], widgets: KSAMPLER_SETTINGS },
       { key: "delayedDecode", type: "VAEDecode", pos: [1720, 460], size: [180, 0] },
       { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1920, 460], size: [340, 380],
@@ -179,7 +179,7 @@ export const WORKFLOWS = [
       text: "Side by side: stock negative prompt vs. delayed window\n\n" +
         "Both KSamplers use the same seed, steps, cfg and prompts. The top one is ComfyUI's ordinary negative " +
         "prompt on every step; the bottom one applies the same negative (neg_scale -1 = cfg - 1) only on " +
-        "steps 5-15 of 30. Compare the two saved images: the delayed one should lose the named object while " +
+        "steps 6-15 of 30. Compare the two saved images: the delayed one should lose the named object while " +
         "keeping more of the composition of a run without a negative.\n\n" +
         "Model: v1-5-pruned-emaonly.safetensors",
     },
