@@ -121,6 +121,8 @@ def runs_of(prompt: dict, ui_titles: dict) -> list[Run]:
 
 
 def family_of(prompt: dict) -> str:
+    if any(node["class_type"] == "NegativeGuidanceTestbed" for node in prompt.values()):
+        return "the pack's testbed, no download"
     names = [node["inputs"]["ckpt_name"].lower() for node in prompt.values()
              if node["class_type"] == "CheckpointLoaderSimple"]
     return next(family for key, family in FAMILIES if all(key in name for name in names))

@@ -24,6 +24,7 @@ EXPECTED_CHECKPOINTS = {
     "04 Stock vs delayed negative.json": {"v1-5-pruned-emaonly.safetensors"},
     "05 Several negatives.json": {"v1-5-pruned-emaonly.safetensors"},
     "06 Flux negative at cfg 1.json": {"flux1-dev-fp8.safetensors"},
+    "07 Try it on CPU, testbed.json": set(),  # the pack's Negative Guidance Testbed: nothing to download
 }
 
 UI_FILES = ui_workflow_files()

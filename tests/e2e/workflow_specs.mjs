@@ -74,6 +74,8 @@ const PATCH_KSAMPLER_LINKS = [
 
 const KSAMPLER_SETTINGS = { seed: 42, control_after_generate: "fixed", steps: 30, cfg: 7.5, sampler_name: "euler",
   scheduler: "normal", denoise: 1.0 };
+// The testbed was trained for cfg 5 and 30 steps (testbed/MODEL_CARD.md).
+const TESTBED_KSAMPLER_SETTINGS = { ...KSAMPLER_SETTINGS, cfg: 5.0 };
 const DELAYED_WINDOW = { neg_scale: -1, neg_start: 0.1667, neg_end: 0.5, window_unit: "steps", ramp: "hard",
   ramp_width: 0 };
 
@@ -248,6 +250,62 @@ export const WORKFLOWS = [
         "The negative and empty prompts carry Flux's default guidance 3.5, like FluxGuidance's.\n\n" +
         "Try: neg_scale 1 to 3; a later neg_end for a stronger removal, at 3 passes per extra step.\n\n" +
         "Model: flux1-dev-fp8.safetensors",
+    },
+  },
+  {
+    file: "07 Try it on CPU, testbed.json",
+    nodes: [
+      { key: "checkpoint", type: "NegativeGuidanceTestbed", pos: [40, 140], size: [340, 0] },
+      { key: "positive", type: "CLIPTextEncode", title: "Positive prompt (y)", pos: [420, 40], size: [400, 160],
+        widgets: { text: "a big red circle on grass, left" } },
+      { key: "negative", type: "CLIPTextEncode", title: "Negative prompt (ỹ)", pos: [420, 240], size: [400, 120],
+        widgets: { text: "a hat" } },
+      { key: "empty", type: "CLIPTextEncode", title: "Empty prompt (∅)", pos: [420, 400], size: [400, 110],
+        widgets: { text: "" } },
+      { key: "latent", type: "EmptyLatentImage", pos: [420, 560], widgets: { width: 128, height: 128, batch_size: 4 } },
+      { key: "stock", type: "KSampler", title: "KSampler: stock negative prompt (all steps)", pos: [860, 40],
+        size: [380, 0], widgets: TESTBED_KSAMPLER_SETTINGS },
+      { key: "stockDecode", type: "VAEDecode", pos: [1740, 40], size: [180, 0] },
+      { key: "stockSave", type: "SaveImage", title: "Stock negative prompt", pos: [1940, 40], size: [340, 380],
+        widgets: { filename_prefix: "negguide/testbed_stock" } },
+      { key: "patch", type: "NegativeGuidance", pos: [860, 460], size: [380, 0],
+        widgets: { ...DELAYED_WINDOW, neg_scale: 8 } },
+      { key: "delayed", type: "KSampler", title: "KSampler: delayed negative (steps 6-15)", pos: [1280, 460],
+        size: [380, 0], widgets: TESTBED_KSAMPLER_SETTINGS },
+      { key: "delayedDecode", type: "VAEDecode", pos: [1740, 460], size: [180, 0] },
+      { key: "delayedSave", type: "SaveImage", title: "Delayed negative prompt", pos: [1940, 460], size: [340, 380],
+        widgets: { filename_prefix: "negguide/testbed_delayed" } },
+    ],
+    links: [
+      ...PROMPT_LINKS,
+      ["checkpoint", "MODEL", "stock", "model"],
+      ["positive", 0, "stock", "positive"],
+      ["negative", 0, "stock", "negative"],
+      ["latent", 0, "stock", "latent_image"],
+      ["stock", 0, "stockDecode", "samples"],
+      ["checkpoint", "VAE", "stockDecode", "vae"],
+      ["stockDecode", 0, "stockSave", "images"],
+      ["checkpoint", "MODEL", "patch", "model"],
+      ["empty", 0, "patch", "empty"],
+      ["patch", 0, "delayed", "model"],
+      ["positive", 0, "delayed", "positive"],
+      ["negative", 0, "delayed", "negative"],
+      ["latent", 0, "delayed", "latent_image"],
+      ["delayed", 0, "delayedDecode", "samples"],
+      ["checkpoint", "VAE", "delayedDecode", "vae"],
+      ["delayedDecode", 0, "delayedSave", "images"],
+    ],
+    note: {
+      pos: [40, 560], size: [340, 380],
+      text: "Try it on CPU in seconds: the pack's own tiny model\n\n" +
+        "Negative Guidance Testbed is a 5 M-parameter model this pack trained on synthetic scenes: one shape " +
+        "(circle, square, triangle; red, blue, yellow, purple; small or big; left or right) on grass, sand or sky, " +
+        "which in most pictures wears a black hat that the prompt never asked for. Both KSamplers draw the same " +
+        "4 seeds with the negative prompt 'a hat': the top one on every step (stock), the bottom one only on " +
+        "steps 6-15 of 30 (neg_start 0.1667, neg_end 0.5) with neg_scale 8.\n\n" +
+        "Try: other prompts ('a small blue square on sand, right'), the negative 'red' on a prompt that names no " +
+        "colour, or other windows. What it measurably does: docs/testbed.md.\n\n" +
+        "Model: none to download (the Negative Guidance Testbed node loads it)",
     },
   },
 ];
