@@ -9,7 +9,7 @@
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { EDGE_TOLERANCE, EDGE_TOLERANCES, NEG_SCALE_FOLLOWS_CFG, Window, followsCfg, formatNumber, samplePoints,
-  validationProblem } from "./schedule.js";
+  connectEmpty, scaleAt, validationProblem } from "./schedule.js";
 
 // ComfyUI lists a pack's example workflows in directory order (an unsorted glob), which scatters ours in the
 // Templates browser; their names are numbered, so sort this pack's list. The original request still runs.
@@ -157,7 +157,7 @@ function dynamicScaleOf(node) {
 
 /** The sampling code's sentence (nodes/guidance.py begin_run) for a dynamic scale without `empty`. */
 function dynamicNeedsEmpty(type) {
-  return `${type}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its probability from eps(∅).`;
+  return connectEmpty(type, "a dynamic negative scale tracks its probability from eps(∅).");
 }
 
 function describeNode(node) {
@@ -193,7 +193,7 @@ function readSettings(node) {
   return {
     cfg, negScale, window, unit, extras, dynamic,
     followsCfg: !dynamic && followsCfg(negScale),
-    negativeScale: dynamic ? null : followsCfg(negScale) ? (cfg == null ? null : cfg - 1) : negScale,
+    negativeScale: dynamic ? null : scaleAt(cfg, negScale),
     run: runSteps(sampler),
     cfgSource: isGuider ? "node" : sampler ? describeNode(sampler) : null,
     // The sentence the server would refuse these settings with (for the patch, cfg is the sampler's), in the

@@ -70,12 +70,6 @@ export class Window {
   }
 }
 
-/** s⁻ with "follow cfg" resolved; null when it follows a cfg that is not known here (the patch node). */
-export function negativeScale(cfg, negScale) {
-  if (negScale === NEG_SCALE_FOLLOWS_CFG) return cfg == null ? null : cfg - 1.0;
-  return negScale;
-}
-
 /**
  * The progress values at which to sample the curve for a plot `columns` wide: an even grid plus both sides of
  * every edge and ramp end, so a hard edge is drawn as a vertical step where Python switches, not between samples.
@@ -92,9 +86,9 @@ export function samplePoints(window, columns) {
   return [...points].sort((a, b) => a - b);
 }
 
-// ---- validation: the sentences nodes/schedule.py `validate` gives (tests/vectors/validation_vectors.json) ----
+// ---- validation: the sentences nodes/validation.py `inputs_problem` gives (tests/vectors/validation_vectors.json) ----
 
-// The number inputs' bounds (schedule.BOUNDS) and what a bound's message adds.
+// The number inputs' bounds (validation.BOUNDS) and what a bound's message adds.
 export const BOUNDS = { cfg: [0, 100], neg_scale: [-1, 100], neg_start: [0, 1], neg_end: [0, 1], ramp_width: [0, 1] };
 const BOUND_NOTES = { cfg: "", neg_scale: " (any negative value follows cfg)", neg_start: " (a fraction of sampling)",
   neg_end: " (a fraction of sampling)", ramp_width: "" };
@@ -104,6 +98,18 @@ const ZERO_RELATIVE_TOLERANCE = 1e-9;
 /** Any negative neg_scale means "follow cfg" (s⁻ = cfg − 1), as schedule.follows_cfg_value. */
 export function followsCfg(negScale) {
   return negScale < 0;
+}
+
+/** s⁻ at cfg (NegativeTerm.scale_at): the one place "follow cfg" becomes a number; null when it follows a cfg that
+ *  is not known here (the patch node with no sampler found). */
+export function scaleAt(cfg, negScale) {
+  if (!followsCfg(negScale)) return negScale;
+  return cfg == null ? null : cfg - 1;
+}
+
+/** The sentence for ∅ needed but not connected (validation.connect_empty). */
+export function connectEmpty(node, why) {
+  return `${node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): ${why}`;
 }
 
 /** A number as schedule.format_number writes it in a message: at most 4 decimals, shortest form. */
@@ -116,7 +122,7 @@ const isClose = (a, b) => Math.abs(a - b) <= ZERO_RELATIVE_TOLERANCE * Math.max(
 
 /** Whether eps(∅) gets a non-zero coefficient somewhere (GuidanceSettings.needs_empty, main negative only). */
 function needsEmpty(cfg, negScale, window) {
-  const scale = followsCfg(negScale) ? cfg - 1 : negScale;
+  const scale = scaleAt(cfg, negScale);
   const isZero = (value) => Math.abs(value) <= ZERO_RELATIVE_TOLERANCE * Math.max(1, Math.abs(cfg));
   const isOne = isClose(cfg, 1);
   if (isZero(scale) || window.isEmpty) return !isOne;
@@ -126,7 +132,7 @@ function needsEmpty(cfg, negScale, window) {
 }
 
 /**
- * The first problem with a node's settings, as the sentence the server gives (schedule.validate), or null.
+ * The first problem with a node's settings, as the sentence the server gives (validation.inputs_problem), or null.
  * `values`: {cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width}; null/undefined means unknown.
  * `emptyConnected`: true, false, or null (unknown).
  */
@@ -164,9 +170,9 @@ export function validationProblem(node, values, emptyConnected, followsCfgAllowe
       "of it. Narrow the ramp or widen the window.";
   }
   if (emptyConnected === false && known(cfg) && known(negScale) && needsEmpty(cfg, negScale, window)) {
-    return `${node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with ` +
-      `cfg ${formatNumber(cfg)} and neg_scale ${formatNumber(negScale)} over this window the formula uses eps(∅). ` +
-      "Only the ordinary negative prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.";
+    return connectEmpty(node, `with cfg ${formatNumber(cfg)} and neg_scale ${formatNumber(negScale)} over this ` +
+      "window the formula uses eps(∅). Only the ordinary negative prompt (neg_scale = cfg - 1, or -1, over the " +
+      "whole run) works without it.");
   }
   return null;
 }

@@ -76,11 +76,6 @@ class DynamicNegative:
         """The largest s⁻ can be: λ·p_max/(1 − p_max)."""
         return self.strength * self.p_max / (1.0 - self.p_max)
 
-    def constant_scale(self) -> float:
-        """s⁻ when p never moves (temperature 0, offset 0): λ·prior/(1 − prior), prior clipped like p."""
-        p = min(max(self.prior, self.p_min), self.p_max)
-        return self.strength * p / (1.0 - p)
-
 
 # The paper's Stable Diffusion settings as quoted by a reimplementation ("Table 3": prior 0.01, τ 0.2–0.3,
 # δ 0.002–0.004, λ 12–27), at the middle of each range; the published p_max.
@@ -89,25 +84,6 @@ PRESETS = {
     "Stable Diffusion (paper)": DynamicNegative(strength=20.0, prior=0.01, temperature=0.25, offset=0.003,
                                                 p_max=0.99, method="published"),
 }
-
-
-def validate(node: str, strength, prior, temperature, offset, p_max) -> str | None:
-    """The first problem with the settings as a sentence naming the node and the input, or None (None = unknown)."""
-    for name, value in (("strength", strength), ("prior", prior), ("temperature", temperature),
-                        ("offset", offset), ("p_max", p_max)):
-        if value is not None and not math.isfinite(value):
-            return f"{node}: {name} must be a finite number, got {value}."
-    if strength is not None and strength < 0:
-        return f"{node}: strength must be 0 or more, got {strength}."
-    if temperature is not None and temperature < 0:
-        return f"{node}: temperature must be 0 or more, got {temperature}."
-    if p_max is not None and not 0.0 < p_max < 1.0:
-        return f"{node}: p_max must lie strictly between 0 and 1, got {p_max}."
-    if prior is not None and not 0.0 < prior < 1.0:
-        return f"{node}: prior must lie strictly between 0 and 1, got {prior}."
-    if prior is not None and p_max is not None and prior > p_max:
-        return f"{node}: prior ({prior}) must not be greater than p_max ({p_max})."
-    return None
 
 
 def variance_exploding(x: torch.Tensor, sigma: float, flow: bool):

@@ -7,27 +7,17 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import dynamic, schedule
+from . import dynamic, validation
+from .sockets import DynamicNegativeSettings
+from .validation import schema_bounds
 
-DynamicNegativeSettings = io.Custom("NEGATIVE_GUIDANCE_DYNAMIC")
 CUSTOM = "custom (the inputs below)"
 PRESET_NAMES = (CUSTOM, *dynamic.PRESETS)
 NODE = "DynamicNegativeScale"
-# The number inputs' bounds. ComfyUI checks them for widget values (one error, on the input); execute checks them
-# again for values that arrived through links.
-BOUNDS = {"strength": (0.0, 100.0), "prior": (0.0001, 0.99), "temperature": (0.0, 10.0), "offset": (-1.0, 1.0),
-          "p_max": (0.5, 0.999)}
 
 DYNAMIC_TOOLTIP = ("Optional: a Dynamic Negative Scale (experimental). This negative's scale then follows each "
                    "sample: λ·p/(1 - p), p the tracked probability that the sample is heading for this negative; "
                    "neg_scale is ignored, the window still gates it. Needs 'empty' connected on the main node.")
-
-
-def settings_from(preset, strength, prior, temperature, offset, p_max) -> dynamic.DynamicNegative:
-    if preset != CUSTOM:
-        return dynamic.PRESETS[preset]
-    return dynamic.DynamicNegative(strength=float(strength), prior=float(prior), temperature=float(temperature),
-                                   offset=float(offset), p_max=float(p_max))
 
 
 class DynamicNegativeScale(io.ComfyNode):
@@ -52,25 +42,20 @@ class DynamicNegativeScale(io.ComfyNode):
                                tooltip="custom: the inputs below. 'Stable Diffusion (paper)': the paper's SD "
                                        "settings (prior 0.01, temperature 0.25, offset 0.003, strength 20, the "
                                        "published update); a preset overrides the inputs below."),
-                io.Float.Input("strength", default=defaults.strength, min=BOUNDS["strength"][0],
-                               max=BOUNDS["strength"][1], step=0.1, round=0.01,
+                io.Float.Input("strength", default=defaults.strength, **schema_bounds("strength"), step=0.1, round=0.01,
                                tooltip="λ: s⁻ = λ·p/(1 - p). p = 0.5 gives s⁻ = λ; at most λ·p_max/(1 - p_max)."),
-                io.Float.Input("prior", default=defaults.prior, min=BOUNDS["prior"][0],
-                               max=BOUNDS["prior"][1], step=0.01, round=0.0001,
+                io.Float.Input("prior", default=defaults.prior, **schema_bounds("prior"), step=0.01, round=0.0001,
                                tooltip="p before any evidence: how likely a sample is to hold the negative concept "
                                        "(0.5 on the benchmark toys; the paper uses 0.01 on Stable Diffusion)."),
-                io.Float.Input("temperature", default=defaults.temperature, min=BOUNDS["temperature"][0],
-                               max=BOUNDS["temperature"][1], step=0.05,
+                io.Float.Input("temperature", default=defaults.temperature, **schema_bounds("temperature"), step=0.05,
                                round=0.001,
                                tooltip="τ, the calibration: how much each step's evidence moves p. 0 keeps p at the "
                                        "prior (a constant scale λ·prior/(1 - prior)). On real models likelihood "
                                        "ratios are sharper than on the toys: lower it if p jumps to 0 or 1 at once."),
-                io.Float.Input("offset", default=defaults.offset, min=BOUNDS["offset"][0],
-                               max=BOUNDS["offset"][1], step=0.001, round=0.0001,
+                io.Float.Input("offset", default=defaults.offset, **schema_bounds("offset"), step=0.001, round=0.0001,
                                tooltip="δ, a constant push of the evidence per step towards the negative (> 0) or "
                                        "away from it (< 0); the published code's offset. 0 on the toys."),
-                io.Float.Input("p_max", default=defaults.p_max, min=BOUNDS["p_max"][0],
-                               max=BOUNDS["p_max"][1], step=0.01, round=0.001,
+                io.Float.Input("p_max", default=defaults.p_max, **schema_bounds("p_max"), step=0.01, round=0.001,
                                tooltip="p is clipped here, so s⁻ never exceeds λ·p_max/(1 - p_max)."),
             ],
             outputs=[DynamicNegativeSettings.Output(
@@ -83,18 +68,17 @@ class DynamicNegativeScale(io.ComfyNode):
     def validate_inputs(cls, preset=None):
         # Only the preset (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
         # this function takes and stops checking those inputs' min/max, so the numbers are checked in execute.
-        return schedule.choice_problem(NODE, "preset", preset, PRESET_NAMES) or True
+        return validation.choice_problem(NODE, "preset", preset, PRESET_NAMES) or True
 
     @classmethod
     def execute(cls, preset, strength, prior, temperature, offset, p_max) -> io.NodeOutput:
-        # Values that arrived through links were not checked before the run: check them now.
-        values = {"strength": strength, "prior": prior, "temperature": temperature, "offset": offset, "p_max": p_max}
-        problem = next((f"{NODE}: {name} must lie between {BOUNDS[name][0]} and {BOUNDS[name][1]}, got {value}."
-                        for name, value in values.items() if not BOUNDS[name][0] <= value <= BOUNDS[name][1]), None)
-        problem = problem or dynamic.validate(NODE, strength, prior, temperature, offset, p_max)
+        # Values that arrived through links were not checked before the run (also under a preset, as always).
+        custom = dynamic.DynamicNegative(strength=float(strength), prior=float(prior), temperature=float(temperature),
+                                         offset=float(offset), p_max=float(p_max))
+        problem = validation.problem(NODE, custom)
         if problem:
             raise ValueError(problem)
-        return io.NodeOutput(settings_from(preset, strength, prior, temperature, offset, p_max))
+        return io.NodeOutput(custom if preset == CUSTOM else dynamic.PRESETS[preset])
 
 
 NODES = [DynamicNegativeScale]

@@ -8,8 +8,8 @@ plain CFG with a blended unconditional prediction, so RescaleCFG-style patches k
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import torch
 
@@ -19,10 +19,8 @@ import comfy.sampler_helpers
 import comfy.samplers
 import node_helpers
 
-from . import schedule
+from . import log, schedule, validation
 from .dynamic import DynamicRun
-
-log = logging.getLogger("comfyui-negative-guidance")
 
 # The extra conditioning key (for ∅) and the wrapper key, both unique to this pack.
 EMPTY_KEY = "negative_guidance_empty"
@@ -31,21 +29,64 @@ WRAPPER_KEY = "negative_guidance"
 
 
 @dataclass(frozen=True)
+class BatchLayout:
+    """Where each prompt sits in the list handed to calc_cond_batch: [y, ỹ, ∅, ỹ₂, ỹ₃, ...].
+
+    y and the main negative ỹ at 0 and 1, as in a stock sampler, so that what ComfyUI tells attention patches
+    (transformer_options["cond_or_uncond"]: 0 the positive, 1 the negative; the r_t probe reads it) keeps its meaning;
+    ∅ next, then the extra negatives.
+    """
+
+    negatives: int
+
+    POSITIVE = 0
+    EMPTY = 2
+
+    @cached_property
+    def negative_slots(self) -> tuple:
+        return (1, *range(3, self.negatives + 2))
+
+    @cached_property
+    def names(self) -> tuple:
+        """What the trace calls each slot."""
+        return ("positive", "negative", "empty", *(f"extra_negative_{i}" for i in range(1, self.negatives)))
+
+    def assemble(self, positive, negatives, empty) -> list:
+        """The list in slot order from (positive, the negatives main first, empty)."""
+        batch = [None] * (self.negatives + 2)
+        batch[self.POSITIVE], batch[self.EMPTY] = positive, empty
+        for slot, negative in zip(self.negative_slots, negatives):
+            batch[slot] = negative
+        return batch
+
+    def split(self, batch) -> tuple:
+        """(positive, [negatives, main first], empty) of a list in slot order."""
+        return batch[self.POSITIVE], [batch[slot] for slot in self.negative_slots], batch[self.EMPTY]
+
+
+@dataclass(frozen=True)
 class RunSchedule:
-    """The settings of one sampling run, with each negative's sigma ↔ progress map resolved before the first step.
+    """One sampling run, resolved before its first step: the settings, each negative's sigma ↔ progress map, the
+    batch layout, how to evaluate, and what observes it. Everything per run is decided here, once.
 
     `observer`, when set (the guidance trace), is called once per evaluation; None costs nothing.
     """
 
+    node: str
     settings: schedule.GuidanceSettings
-    progress_maps: tuple  # one per negative term, main negative first
+    progress_maps: tuple  # one per negative, main negative first
     sequential: bool = False
     observer: object = None
     dynamic: DynamicRun | None = None  # the run's dynamic negative scales, if any negative has one
     _settings_by_cfg: dict = field(default_factory=dict, compare=False, repr=False)
-    _conditionings: list = field(default_factory=list, compare=False, repr=False)  # [guider conds, looked up]
+    _constant_by_cfg: dict = field(default_factory=dict, compare=False, repr=False)
+    _conditionings: list = field(default_factory=list, compare=False, repr=False)  # [guider conds, batch]
 
-    @property
+    @cached_property
+    def layout(self) -> BatchLayout:
+        return BatchLayout(len(self.settings.negatives))
+
+    @cached_property
     def reads_sigma(self) -> bool:
         """Whether an evaluation needs its sigma as a number: a window that opens or closes during the run, or a
         dynamic scale. Otherwise the coefficients are the same at every evaluation and the pack makes no host–device
@@ -53,22 +94,25 @@ class RunSchedule:
         return self.dynamic is not None or self.settings.constant_weights is None
 
     def coefficients(self, sigma: float | None, cfg: float | None = None) -> schedule.StepCoefficients:
-        """One evaluation's coefficients (`sigma` None: a run whose windows never change, see reads_sigma); `cfg`,
-        when given, is s⁺ as it stands now (the run started at settings.cfg)."""
+        """One evaluation's coefficients (`sigma` None: a run whose windows never change, see reads_sigma; they are
+        then made once per cfg); `cfg`, when given, is s⁺ as it stands now (the run started at settings.cfg)."""
         settings = self.settings if cfg is None or cfg == self.settings.cfg else self._at_cfg(cfg)
         if sigma is None:
-            return settings.at(settings.constant_weights)
+            if settings.cfg not in self._constant_by_cfg:
+                self._constant_by_cfg[settings.cfg] = settings.at(settings.constant_weights)
+            return self._constant_by_cfg[settings.cfg]
         weights = [term.window.weight(progress_map.progress(sigma))
-                   for term, progress_map in zip(settings.terms, self.progress_maps)]
+                   for term, progress_map in zip(settings.negatives, self.progress_maps)]
         return settings.at(weights)
 
-    def conditionings(self, conds: dict) -> tuple:
-        """(positive, negatives, empty) from a guider's processed conditionings, main negative first: looked up
-        once per run (the guider processes its conditionings once, before the first evaluation)."""
+    def conditionings(self, conds: dict) -> list:
+        """A guider's processed conditionings in batch order (None for ∅ when not connected), looked up once per
+        run: the guider processes its conditionings once, before the first evaluation."""
         cache = self._conditionings
         if not cache or cache[0] is not conds:
-            extras = (conds.get(EXTRA_KEY.format(i)) for i in range(len(self.settings.extra_negatives)))
-            cache[:] = [conds, (conds.get("positive"), [conds.get("negative"), *extras], conds.get(EMPTY_KEY))]
+            extras = [conds.get(EXTRA_KEY.format(i)) for i in range(len(self.settings.negatives) - 1)]
+            batch = self.layout.assemble(conds.get("positive"), [conds.get("negative"), *extras], conds.get(EMPTY_KEY))
+            cache[:] = [conds, batch]
         return cache[1]
 
     def _at_cfg(self, cfg: float) -> schedule.GuidanceSettings:
@@ -95,17 +139,37 @@ def progress_map_for(term: schedule.NegativeTerm, model_patcher, run_sigmas: lis
     return schedule.sigma_progress_map(float(host_sampling.sigma_min), float(host_sampling.sigma_max))
 
 
-def resolve_run(settings: schedule.GuidanceSettings, model_patcher, run_sigmas: list, sequential=False,
-                observer=None, dynamic=None) -> RunSchedule:
+def progress_maps(settings: schedule.GuidanceSettings, model_patcher, run_sigmas: list) -> tuple:
     host_sampling = None
-    if any(term.window_unit != "steps" for term in settings.terms):
+    if any(term.window_unit != "steps" for term in settings.negatives):
         host_sampling = host_copy(model_patcher.get_model_object("model_sampling"))
-    maps = tuple(progress_map_for(term, model_patcher, run_sigmas, host_sampling) for term in settings.terms)
-    return RunSchedule(settings, maps, sequential, observer, dynamic)
+    return tuple(progress_map_for(term, model_patcher, run_sigmas, host_sampling) for term in settings.negatives)
 
 
 def current_sigma(timestep: torch.Tensor) -> float:
     return float(timestep.reshape(-1)[0])
+
+
+# ---- one evaluation: prepare → evaluate → combine → hooks ----
+
+def prepare(run: RunSchedule, coefficients: schedule.StepCoefficients, conds: list, model_options: dict, timestep
+            ) -> list:
+    """The batch for calc_cond_batch: each conditioning whose coefficient is non-zero, None elsewhere (it is not
+    evaluated). With `disable_cfg1_optimization` (set by the CFG++ samplers and SAG, which read the unconditional
+    prediction) the conditionings u* is made of are evaluated too, as a stock sampler evaluates the negative at
+    cfg 1: never more. Stops with a clear message where ∅ is needed but not connected."""
+    disable_cfg1 = model_options.get("disable_cfg1_optimization", False)
+    need_negatives, need_empty = coefficients.needs_negatives, coefficients.needs_empty
+    if disable_cfg1:
+        need_negatives = tuple(a or b for a, b in zip(need_negatives, coefficients.blend_needs_negatives))
+        need_empty = need_empty or coefficients.blend_needs_empty
+    if need_empty and conds[BatchLayout.EMPTY] is None:
+        reason = ("the formula uses eps(∅)" if coefficients.needs_empty else
+                  "the sampler or a model patch (CFG++ samplers, SAG) reads the unconditional prediction, here eps(∅)")
+        raise ValueError(validation.connect_empty(
+            run.node, f"at sigma {current_sigma(timestep):.4g} with cfg {coefficients.cond_scale} {reason}."))
+    needed = run.layout.assemble(coefficients.needs_positive, need_negatives, need_empty)
+    return [c if need else None for c, need in zip(conds, needed)]
 
 
 def evaluate(model, batch: list, x, timestep, model_options: dict, sequential: bool) -> list:
@@ -128,86 +192,87 @@ def evaluate(model, batch: list, x, timestep, model_options: dict, sequential: b
     return list(comfy.samplers.calc_cond_batch(model, batch, x, timestep, model_options))
 
 
-def predict(model, positive, negatives: list, empty, coefficients: schedule.StepCoefficients, x, timestep,
-            model_options: dict, node: str, sequential=False, observer=None, dynamic: DynamicRun | None = None,
-            sigma: float | None = None):
-    """eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e) for one evaluation, returned as ComfyUI's denoised prediction.
+@dataclass
+class Combined:
+    """What the hooks are handed: plain CFG between cond_pred and uncond_pred (u*, or eps(∅) where no u* exists),
+    and the negative term to subtract after them where there is no u* (else None)."""
 
-    `negatives` holds the main negative ỹ first, then any extra ones, matching coefficients.negatives.
-    The batch handed to calc_cond_batch is [y, ỹ, ∅, ỹ₂, ỹ₃, ...].
+    cond: list | None
+    uncond: list | None
+    cond_pred: torch.Tensor
+    uncond_pred: torch.Tensor
+    negative_term: torch.Tensor | None = None
 
-    What CFG hooks (sampler_cfg_function, pre/post-CFG functions, and so the CFG++ samplers and SAG, which read the
-    unconditional prediction) receive: cond = eps(y), cond_scale = s⁺ and uncond = u*, the blended unconditional
-    prediction that makes this evaluation plain CFG (StepCoefficients.blends; at s⁺ = 1 its limit, which for the
-    defaults is eps(ỹ), as in a stock KSampler at cfg 1). Where no u* exists (s⁺ = 1 with a negative of fixed or
-    dynamic scale acting), or a run so close to s⁺ = 1 that u* would lose the guidance to rounding
-    (GuidanceSettings.blends_lose_precision), they receive eps(∅), and the negative term is applied after them.
 
-    A conditioning whose coefficient is zero is not evaluated and comes back as zeros, as calc_cond_batch returns
-    them. With `disable_cfg1_optimization` (set by the CFG++ samplers and SAG) the conditionings that u* is made
-    of are evaluated too, as a stock sampler evaluates the negative at cfg 1: never more.
-    """
-    need_negatives = coefficients.needs_negatives
-    need_empty = coefficients.needs_empty
-    if model_options.get("disable_cfg1_optimization", False):
-        need_negatives = tuple(a or b for a, b in zip(need_negatives, coefficients.blend_needs_negatives))
-        need_empty = need_empty or coefficients.blend_needs_empty
-    if need_empty and empty is None:
-        reason = ("the formula uses eps(∅)" if coefficients.needs_empty else
-                  "the sampler or a model patch (CFG++ samplers, SAG) reads the unconditional prediction, here eps(∅)")
-        raise ValueError(f"{node}: connect 'empty' (the empty prompt): at sigma {current_sigma(timestep):.4g} "
-                         f"with cfg {coefficients.cond_scale} {reason}.")
-    needed = (coefficients.needs_positive, need_negatives[0], need_empty, *need_negatives[1:])
-    batch = [conds if need else None
-             for conds, need in zip([positive, negatives[0], empty, *negatives[1:]], needed)]
-    outputs = evaluate(model, batch, x, timestep, model_options, sequential)
-    cond_pred, empty_pred = outputs[0], outputs[2]
-    negative_preds = [outputs[1], *outputs[3:]]
-    negative_conds = [batch[1], *batch[3:]]
+def combine(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: list, outputs: list, x, timestep,
+            sigma: float | None) -> Combined:
+    """eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e) written for the hooks: as plain CFG against the blended unconditional
+    prediction u* = e + Σ αᵢ(nᵢ − e) (StepCoefficients.blends; at s⁺ = 1 its limit, eps(ỹ) at the defaults, as in a
+    stock KSampler at cfg 1), or, where no u* exists (s⁺ = 1 with a fixed or dynamic negative acting, or s⁺ so
+    close to 1 that u* would lose the guidance to rounding, schedule.MAX_BLEND), as CFG against eps(∅) with the
+    negative term applied after the hooks, so that a post-CFG patch (PerturbedAttentionGuidance) does not scale it."""
+    layout = run.layout
+    cond_pred, negative_preds, empty_pred = layout.split(outputs)
+    cond, negative_conds, empty_cond = layout.split(batch)
     factors = ()
-    if dynamic is not None:
+    if run.dynamic is not None:
         # Dynamic negatives: fᵢ = λ·p/(1 − p) per sample, tracked from this evaluation's predictions.
         sigma = current_sigma(timestep) if sigma is None else sigma  # the caller's read: one sync, not two
-        factors = dynamic.factors(x, sigma, coefficients.needs_factors, empty_pred, negative_preds)
+        factors = run.dynamic.factors(x, sigma, coefficients.needs_factors, empty_pred, negative_preds)
     scales, blends = coefficients.with_factors(factors)
-    if observer is not None:
-        observer(timestep, coefficients, batch, cond_pred, negative_preds, empty_pred,
-                 *(() if dynamic is None else (_dynamic_record(dynamic.probabilities, scales),)))
+    if run.observer is not None:
+        evaluated = [output if conds is not None else None for conds, output in zip(batch, outputs)]
+        run.observer(timestep, coefficients, tuple(n for n, c in zip(layout.names, batch) if c is not None),
+                     *layout.split(evaluated),
+                     *(() if run.dynamic is None else (_dynamic_record(run.dynamic.probabilities, scales),)))
     scales, blends = _shaped_like_x(scales, x), _shaped_like_x(blends, x)
 
-    negative_term = None
-    if blends is not None:
-        # Plain CFG against u* = e + Σ αᵢ(nᵢ − e): ComfyUI's cfg_function does the final combination, so
-        # sampler_cfg_function / post-CFG patches see (cond, uncond = u*, cond_scale = s⁺).
-        uncond_pred = empty_pred
-        for alpha, negative_pred in zip(blends, negative_preds):
-            if _acts(alpha):
-                uncond_pred = uncond_pred + alpha * (negative_pred - empty_pred)
-        # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s, else the first
-        # extra negative's that takes part (None where nothing was evaluated, as in a stock KSampler at cfg 1).
-        candidates = [negative_conds[0] if _acts(blends[0]) else None, batch[2],
-                      *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if _acts(alpha))]
-        uncond = next((c for c in candidates if c is not None), None)
-    else:
-        # No u*: s⁺ = 1 with a fixed or dynamic negative acting (no CFG term), or s⁺ so close to 1 that u* would lose
-        # the guidance to rounding (schedule.MAX_BLEND). The hooks see eps(∅) as the unconditional prediction, and
-        # the negative term is applied after them, so that a post-CFG patch such as PerturbedAttentionGuidance does
-        # not scale it too.
+    if blends is None:
+        negative_term = None
         for s, need, negative_pred in zip(scales, coefficients.needs_negatives, negative_preds):
             if need:
                 term = s * (negative_pred - empty_pred)
                 negative_term = term if negative_term is None else negative_term + term
-        uncond_pred = empty_pred
-        uncond = batch[2]
-    cond = batch[0]
+        return Combined(cond, empty_cond, cond_pred, empty_pred, negative_term)
+    uncond_pred = empty_pred
+    for alpha, negative_pred in zip(blends, negative_preds):
+        if _acts(alpha):
+            uncond_pred = uncond_pred + alpha * (negative_pred - empty_pred)
+    # "uncond" for the hooks: the main negative's conditioning where it takes part, else ∅'s, else the first
+    # extra negative's that takes part (None where nothing was evaluated, as in a stock KSampler at cfg 1).
+    candidates = [negative_conds[0] if _acts(blends[0]) else None, empty_cond,
+                  *(c for alpha, c in zip(blends[1:], negative_conds[1:]) if _acts(alpha))]
+    return Combined(cond, next((c for c in candidates if c is not None), None), cond_pred, uncond_pred)
 
+
+def apply_hooks(model, combined: Combined, cond_scale: float, x, timestep, model_options: dict):
+    """ComfyUI's pre-CFG functions and `cfg_function` (sampler_cfg_function, post-CFG patches) on (cond, uncond,
+    cond_scale = s⁺), as a stock sampler calls them; then the negative term where it comes after them."""
+    cond_pred, uncond_pred = combined.cond_pred, combined.uncond_pred
+    conds = [combined.cond, combined.uncond]
     for pre_cfg in model_options.get("sampler_pre_cfg_function", []):
-        args = {"conds": [cond, uncond], "conds_out": [cond_pred, uncond_pred], "cond_scale": coefficients.cond_scale,
+        args = {"conds": conds, "conds_out": [cond_pred, uncond_pred], "cond_scale": cond_scale,
                 "timestep": timestep, "input": x, "sigma": timestep, "model": model, "model_options": model_options}
         cond_pred, uncond_pred = pre_cfg(args)
-    denoised = comfy.samplers.cfg_function(model, cond_pred, uncond_pred, coefficients.cond_scale, x, timestep,
-                                           model_options=model_options, cond=cond, uncond=uncond)
-    return denoised if negative_term is None else denoised - negative_term
+    denoised = comfy.samplers.cfg_function(model, cond_pred, uncond_pred, cond_scale, x, timestep,
+                                           model_options=model_options, cond=combined.cond, uncond=combined.uncond)
+    return denoised if combined.negative_term is None else denoised - combined.negative_term
+
+
+def predict(run: RunSchedule, model, conds: list, x, timestep, model_options: dict, cfg: float):
+    """One evaluation, as ComfyUI's denoised prediction: eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e).
+
+    Args:
+        conds: the conditionings in batch order (RunSchedule.conditionings).
+        cfg: s⁺ as it stands at this evaluation (a PREDICT_NOISE wrapper such as CFGOverride may change it).
+    """
+    # The sigma as a number costs a host–device synchronisation: read it only where the coefficients depend on it.
+    sigma = current_sigma(timestep) if run.reads_sigma else None
+    coefficients = run.coefficients(sigma, cfg)
+    batch = prepare(run, coefficients, conds, model_options, timestep)
+    outputs = evaluate(model, batch, x, timestep, model_options, run.sequential)
+    combined = combine(run, coefficients, batch, outputs, x, timestep, sigma)
+    return apply_hooks(model, combined, coefficients.cond_scale, x, timestep, model_options)
 
 
 def _shaped_like_x(values, x):
@@ -231,9 +296,10 @@ def _acts(alpha) -> bool:
 
 @dataclass(frozen=True)
 class GuidancePlan:
-    """Everything a node hands to sampling: the settings, the conditionings it brings (∅ and extra negatives, in
-    the order of settings.extra_negatives), whether to evaluate them one by one, and an optional trace."""
+    """Everything a node hands to sampling: its name, the settings, the conditionings it brings (∅, and the extra
+    negatives' in the order of settings.negatives[1:]), whether to evaluate them one by one, and an optional trace."""
 
+    node: str
     settings: schedule.GuidanceSettings
     empty: list | None = None
     extra_negatives: tuple = ()
@@ -252,62 +318,32 @@ class GuidancePlan:
         return {key: node_helpers.conditioning_set_values(value, {"prompt_type": "negative"})
                 for key, value in conds.items()}
 
-    def settings_problem(self, settings: schedule.GuidanceSettings, node: str) -> str | None:
-        """The first problem with the run's real settings, as the sentence validate_inputs would give, or None."""
-        window = settings.window
-        problem = schedule.validate(node, settings.cfg, settings.neg_scale, window.start, window.end,
-                                    settings.window_unit, window.ramp, window.ramp_width, empty_connected=None)
-        for term in settings.extra_negatives:
-            if problem:
-                break
-            problem = schedule.validate("ExtraNegative", None, term.scale, term.window.start, term.window.end,
-                                        term.window_unit, term.window.ramp, term.window.ramp_width, None,
-                                        follows_cfg=False)
-        return problem
-
-    def begin_run(self, settings: schedule.GuidanceSettings, model_patcher, sigmas, node: str) -> RunSchedule:
-        """Resolve the run's schedule; stop with a clear message, before any model pass, if a setting is wrong
-        (values fed by links reach validate_inputs as None, so they are checked here with their real values) or if
-        ∅ is needed but absent."""
-        has_dynamic = any(d is not None for d in settings.dynamic_terms)
-        if self.empty is None and has_dynamic:
-            raise ValueError(f"{node}: connect 'empty' (the empty prompt ∅): a dynamic negative scale tracks its "
-                             "probability from eps(∅).")
-        problem = self.settings_problem(settings, node)
+    def begin_run(self, cfg: float, model_patcher, sigmas) -> RunSchedule:
+        """Resolve the run's schedule at the sampler's cfg; stop with a clear message, before any model pass, if a
+        setting is wrong (values fed by links are only known now) or if ∅ is needed but absent."""
+        settings = replace(self.settings, cfg=float(cfg))
+        problem = validation.problem(self.node, settings, empty_connected=self.empty is not None)
         if problem:
             raise ValueError(problem)
-        if self.empty is None and settings.needs_empty():
-            # The sentence schedule.validate gives (and the graph shows), extended to the extra negatives.
-            raise ValueError(
-                f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with cfg "
-                f"{schedule.format_number(settings.cfg)} and neg_scale {schedule.format_number(settings.neg_scale)} "
-                "over this window (and any extra negatives) the formula uses eps(∅). Only the ordinary negative "
-                "prompt (neg_scale = cfg - 1, or -1, over the whole run) works without it.")
         run_sigmas = sigmas.reshape(-1).tolist()  # the run's sigmas as host numbers, converted once per run
         observer = self.trace.start_run(settings, run_sigmas) if self.trace is not None else None
         dynamic = None
-        if has_dynamic:
+        if any(d is not None for d in settings.dynamic_terms):
             # Flow models (CONST: x = (1 − σ)x₀ + σ·noise) are tracked in variance-exploding units.
             flow = isinstance(model_patcher.get_model_object("model_sampling"), comfy.model_sampling.CONST)
             dynamic = DynamicRun(settings.dynamic_terms, flow)  # fresh state: one per run
-        return resolve_run(settings, model_patcher, run_sigmas, self.sequential, observer, dynamic)
+        return RunSchedule(self.node, settings, progress_maps(settings, model_patcher, run_sigmas), self.sequential,
+                           observer, dynamic)
 
 
-def predict_for(guider, run: RunSchedule, x, timestep, model_options, node):
-    """`predict` with a CFGGuider's processed conditionings, at the guider's cfg as it stands at this evaluation
-    (a PREDICT_NOISE wrapper such as ComfyUI's CFGOverride may change guider.cfg for some evaluations)."""
-    positive, negatives, empty = run.conditionings(guider.conds)
-    # The sigma as a number costs a host–device synchronisation: read it only where the coefficients depend on it.
-    sigma = current_sigma(timestep) if run.reads_sigma else None
-    return predict(guider.inner_model, positive, negatives, empty, run.coefficients(sigma, float(guider.cfg)), x,
-                   timestep, model_options, node,
-                   run.sequential, run.observer, run.dynamic, sigma)
+def predict_with(guider, run: RunSchedule, x, timestep, model_options):
+    """`predict` with a CFGGuider's processed conditionings, at the guider's cfg as it stands at this evaluation."""
+    return predict(run, guider.inner_model, run.conditionings(guider.conds), x, timestep, model_options,
+                   float(guider.cfg))
 
 
 class NegativeGuider(comfy.samplers.CFGGuider):
     """GUIDER for SamplerCustomAdvanced: positive y, negative ỹ, empty ∅, and any extra negatives."""
-
-    node = "NegativeGuidanceGuider"
 
     def __init__(self, model_patcher, plan: GuidancePlan):
         super().__init__(model_patcher)
@@ -319,15 +355,14 @@ class NegativeGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive, "negative": negative, **self.plan.conditionings()})
 
     def outer_sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        settings = replace(self.plan.settings, cfg=float(self.cfg))
-        self.run_schedule = self.plan.begin_run(settings, self.model_patcher, sigmas, self.node)
+        self.run_schedule = self.plan.begin_run(self.cfg, self.model_patcher, sigmas)
         try:
             return super().outer_sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
             self.run_schedule = None
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        return predict_for(self, self.run_schedule, x, timestep, model_options, self.node)
+        return predict_with(self, self.run_schedule, x, timestep, model_options)
 
 
 class NegativeGuidancePatch:
@@ -342,8 +377,6 @@ class NegativeGuidancePatch:
     nodes come in.
     """
 
-    node = "NegativeGuidance"
-
     def __init__(self, plan: GuidancePlan):
         self.plan = plan
         self._said_standing_aside = False
@@ -352,7 +385,7 @@ class NegativeGuidancePatch:
         patched = model.clone()
         outer_sample = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
         if patched.get_wrappers(outer_sample, WRAPPER_KEY):
-            log.info("%s: replacing an earlier NegativeGuidance patch on this model", self.node)
+            log.info("%s: replacing an earlier NegativeGuidance patch on this model", self.plan.node)
             patched.remove_wrappers_with_key(outer_sample, WRAPPER_KEY)
         patched.add_wrapper_with_key(outer_sample, WRAPPER_KEY, self.outer_sample)
         return patched
@@ -362,19 +395,18 @@ class NegativeGuidancePatch:
         if type(guider) is not comfy.samplers.CFGGuider:
             if not self._said_standing_aside:
                 log.warning("%s: the model is sampled by %s, not plain CFG; the patch stands aside and that "
-                            "guider's own guidance applies.", self.node, type(guider).__name__)
+                            "guider's own guidance applies.", self.plan.node, type(guider).__name__)
                 self._said_standing_aside = True
             return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
-        settings = replace(self.plan.settings, cfg=float(guider.cfg))  # s⁺ is the sampler's cfg
-        run = self.plan.begin_run(settings, guider.model_patcher, sigmas, self.node)
+        run = self.plan.begin_run(guider.cfg, guider.model_patcher, sigmas)  # s⁺ is the sampler's cfg
         added = {key: comfy.sampler_helpers.convert_cond(value) for key, value in self.plan.conditionings().items()}
         # Hooks on these were not registered by CFGGuider.sample (it ran before this wrapper): drop them.
         comfy.samplers.filter_registered_hooks_on_conds(added, guider.model_options)
         guider.conds.update(added)
 
         def predict_noise(x, timestep, model_options={}, seed=None):
-            return predict_for(guider, run, x, timestep, model_options, self.node)
+            return predict_with(guider, run, x, timestep, model_options)
 
         had_own = "predict_noise" in vars(guider)
         previous = vars(guider).get("predict_noise")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import schedule
-from .dynamic_nodes import DYNAMIC_TOOLTIP, DynamicNegativeSettings
+from . import schedule, validation
+from .dynamic_nodes import DYNAMIC_TOOLTIP
 from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
+from .sockets import DynamicNegativeSettings, ExtraNegatives, TraceHandle
+from .validation import schema_bounds as bounds
 
 EMPTY_TOOLTIP = ("The empty prompt ∅ (CLIPTextEncode with no text, or ConditioningZeroOut). Needed whenever the "
                  "formula uses eps(∅): any setting other than neg_scale = cfg - 1 over the whole run, and any "
@@ -19,12 +21,6 @@ NEG_SCALE_TOOLTIP = ("s⁻, how hard the negative prompt pushes away. -1 (any ne
                      "exactly ComfyUI's ordinary negative prompt. 0 switches the negative off (plain CFG against ∅). "
                      "The arrows go from 0 straight to -1 and from -1 straight to 0. A Dynamic Negative Scale on "
                      "'dynamic' replaces it.")
-
-
-def bounds(name: str, follows_cfg: bool = True) -> dict:
-    """min/max of a number input, from the bounds schedule.validate checks linked values against."""
-    low, high = schedule.input_bounds(name, follows_cfg)
-    return {"min": low, "max": high}
 
 
 def window_inputs() -> list:
@@ -50,8 +46,6 @@ def window_inputs() -> list:
     ]
 
 
-# Extra negatives travel from ExtraNegative nodes to the two main nodes as a tuple of (conditioning, NegativeTerm).
-ExtraNegatives = io.Custom("NEGATIVE_GUIDANCE_TERMS")
 EVALUATIONS = ("batched", "sequential")
 
 
@@ -64,7 +58,7 @@ def options_inputs() -> list:
         io.Combo.Input("evaluation", options=list(EVALUATIONS), default="batched", optional=True,
                        tooltip="batched: every prompt of a step in one model call (fastest). sequential: one call "
                                "per prompt, for low VRAM; equal to batched up to floating-point rounding."),
-        io.Custom("NEGATIVE_GUIDANCE_TRACE").Input(
+        TraceHandle.Input(
             "trace", optional=True,
             tooltip="Optional: the handle of a Guidance Trace node. The sampler fills it with per-step numbers "
                     "(scales, norms, ratio); plot it with Guidance Trace Plot after the sampler. Changes no pixel."),
@@ -72,30 +66,32 @@ def options_inputs() -> list:
     ]
 
 
-def check(node: str, *settings, follows_cfg: bool = True):
-    """Refuses the node's settings with the sentence schedule.validate gives, naming node and input.
+def check(node: str, settings, empty_connected: bool | None = None):
+    """Refuses the node's settings with the sentence validation.problem gives, naming node and input.
 
     Checked here, when the node runs, and not in validate_inputs: ComfyUI attaches a validate_inputs sentence to
     every input that function takes (one mistake would show once per input, on inputs that are not wrong) and
-    stops checking those inputs' min/max itself; values arriving through links are only known here. ComfyUI checks
-    each widget's own bounds and options before anything runs, each once, on its input.
+    stops checking those inputs' min/max itself; values arriving through links are only known here.
     """
-    problem = schedule.validate(node, *settings, follows_cfg=follows_cfg)
+    problem = validation.problem(node, settings, empty_connected)
     if problem:
         raise ValueError(problem)
 
 
-def window_from(neg_start, neg_end, ramp, ramp_width) -> schedule.Window:
-    return schedule.Window(float(neg_start), float(neg_end), ramp, float(ramp_width))
+def term_from(neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, dynamic=None, main=True
+              ) -> schedule.NegativeTerm:
+    window = schedule.Window(float(neg_start), float(neg_end), ramp, float(ramp_width))
+    if main:
+        return schedule.NegativeTerm.main(neg_scale, window, window_unit, dynamic)
+    return schedule.NegativeTerm(float(neg_scale), window, window_unit, dynamic)
 
 
-def plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
+def plan_from(node, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
               evaluation, trace=None, dynamic=None) -> GuidancePlan:
     extras = tuple(extra_negatives or ())
-    window = window_from(neg_start, neg_end, ramp, ramp_width)
-    settings = schedule.GuidanceSettings(cfg, schedule.resolved_neg_scale(neg_scale), window, window_unit,
-                                         tuple(entry[1] for entry in extras), dynamic)
-    return GuidancePlan(settings, empty, tuple(entry[0] for entry in extras),
+    main = term_from(neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, dynamic)
+    settings = schedule.GuidanceSettings(cfg, (main, *(term for _, term in extras)))
+    return GuidancePlan(node, settings, empty, tuple(conditioning for conditioning, _ in extras),
                         sequential=evaluation == "sequential", trace=trace)
 
 
@@ -126,11 +122,11 @@ class NegativeGuidance(io.ComfyNode):
     @classmethod
     def execute(cls, model, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty=None,
                 extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
-        # Whether ∅ is needed depends on the KSampler's cfg, known only when sampling starts: checked there.
-        check("NegativeGuidance", None, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, None)
-        # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then.
-        plan = plan_from(1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-                         evaluation, trace, dynamic)
+        # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then, and whether ∅ is needed
+        # (which depends on it) is checked there.
+        plan = plan_from("NegativeGuidance", 1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
+                         empty, extra_negatives, evaluation, trace, dynamic)
+        check(plan.node, plan.settings)
         return io.NodeOutput(NegativeGuidancePatch(plan).apply_to(model))
 
 
@@ -162,11 +158,9 @@ class NegativeGuidanceGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                 empty=None, extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
-        # With extra negatives, whether ∅ is needed depends on them too: sampling checks that (guidance.py).
-        check("NegativeGuidanceGuider", cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-              None if extra_negatives else empty is not None)
-        plan = plan_from(cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, empty, extra_negatives,
-                         evaluation, trace, dynamic)
+        plan = plan_from("NegativeGuidanceGuider", cfg, neg_scale, neg_start, neg_end, window_unit, ramp,
+                         ramp_width, empty, extra_negatives, evaluation, trace, dynamic)
+        check(plan.node, plan.settings, empty is not None)
         guider = NegativeGuider(model, plan)
         guider.set_conds(positive, negative)
         return io.NodeOutput(guider)
@@ -199,10 +193,8 @@ class ExtraNegative(io.ComfyNode):
     @classmethod
     def execute(cls, negative, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                 extra_negatives=None, dynamic=None) -> io.NodeOutput:
-        check("ExtraNegative", None, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, None,
-              follows_cfg=False)
-        term = schedule.NegativeTerm(float(neg_scale), window_from(neg_start, neg_end, ramp, ramp_width), window_unit,
-                                     dynamic)
+        term = term_from(neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, dynamic, main=False)
+        check("ExtraNegative", term)
         return io.NodeOutput((*(extra_negatives or ()), (negative, term)))
 
 

@@ -28,19 +28,14 @@ the stock KSampler and this pack's nodes (batched evaluation) hand them over.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from . import schedule
-from .trace import MAX_RUNS, DeferredRun, LatentRuns, executing_prompt, mean, runs_for
-
-log = logging.getLogger("comfyui-negative-guidance")
+from .trace import DeferredRun, RunStore, executing_prompt, figure_to_image, mean
 
 LAYER_RULES = ("non_middle", "all")
 POSITIVE_CHUNK, NEGATIVE_CHUNK = 0, 1
@@ -118,7 +113,6 @@ class ProbeEvaluation:
     negative: list = field(default_factory=list)
     positive_restricted: list = field(default_factory=list)
     negative_restricted: list = field(default_factory=list)
-    maps: list = field(default_factory=list)  # with keep_maps: one dict per layer and branch
 
     def ratio(self, restricted: bool = False) -> float | None:
         top = self.negative_restricted if restricted else self.negative
@@ -146,7 +140,6 @@ class LiveEvaluation:
     timestep: torch.Tensor  # the tensor ComfyUI hands every layer of this evaluation (transformer_options["sigmas"])
     layers: int = 0
     sums: dict = field(default_factory=dict)  # name in SUMS -> (batch,) tensor
-    maps: list = field(default_factory=list)
     seen: set = field(default_factory=set)  # layer calls recorded (block, index, chunks)
 
     def add(self, name: str, values: torch.Tensor):
@@ -171,7 +164,7 @@ class ProbeRun(DeferredRun):
             sigma = values[at]
             at += 1
             evaluation = ProbeEvaluation(len(self.recorded) + len(out), schedule.step_number(self.sigmas, sigma), sigma,
-                                         live.layers, maps=live.maps)
+                                         live.layers)
             for name in SUMS:
                 if name in live.sums:
                     count = live.sums[name].numel()
@@ -184,21 +177,19 @@ class ProbeRun(DeferredRun):
         return {"sigmas": self.sigmas, "evaluations": [e.to_dict() for e in self.evaluations]}
 
 
-class AttentionProbe:
+class AttentionProbe(RunStore):
     """Records Σ_k ‖F_k‖_F of a positive and a negative word per model evaluation, through an attn2_patch."""
 
+    JSON_ALLOWS_NAN = True
+
     def __init__(self, diffusion_model, positive: PromptTokens, positive_word: tuple, negative: PromptTokens,
-                 negative_word: tuple, map_size: int = 64, layers: str = "non_middle", keep_maps: bool = False,
-                 words=("", "")):
-        if layers not in LAYER_RULES:
-            raise ValueError(f"layers must be one of {LAYER_RULES}, got {layers}")
+                 negative_word: tuple, map_size: int = 64, layers: str = "non_middle", words=("", "")):
+        super().__init__()
         self.diffusion_model = diffusion_model
         self.positive, self.negative = positive, negative
         self.positive_word, self.negative_word = positive_word, negative_word
-        self.map_size, self.layers, self.keep_maps = int(map_size), layers, keep_maps
+        self.map_size, self.layers = int(map_size), layers
         self.words = words
-        self.runs: deque = deque(maxlen=MAX_RUNS)
-        self.shown = LatentRuns()
         self._modules = {}
         self._positions = {}
 
@@ -217,9 +208,7 @@ class AttentionProbe:
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def _start_run(self, sigmas: list) -> ProbeRun:
-        prompt_id, node_id = executing_prompt()
-        self.runs.append(ProbeRun(sigmas=[float(s) for s in sigmas], prompt_id=prompt_id, sampler_node=node_id))
-        return self.runs[-1]
+        return self.add_run(ProbeRun(sigmas=[float(s) for s in sigmas], prompt_id=executing_prompt()))
 
     def attn2_patch(self, n, context, value, extra_options):
         """ComfyUI's attn2_patch signature; returns its inputs untouched."""
@@ -294,25 +283,10 @@ class AttentionProbe:
             evaluation.add(name + "_restricted", frobenius_upsampled(restricted, height, width, self.map_size))
             if branch == NEGATIVE_CHUNK:
                 evaluation.layers += 1
-            if self.keep_maps:
-                evaluation.maps.append({"block": tuple(block), "block_index": extra_options.get("block_index", 0),
-                                        "branch": name, "map": plain.reshape(-1, height, width).cpu(),
-                                        "n": n[part].cpu(), "context": context[part].cpu()})
 
-    @property
-    def last_run(self) -> ProbeRun | None:
-        return self.runs[-1] if self.runs else None
-
-    def run_for(self, latent) -> ProbeRun | None:
-        """The run a plot that receives `latent` (the sampler's output) may show: one sampled in the prompt now
-        executing, or the one already shown for this very latent; never an older run (trace.runs_for)."""
-        return runs_for(self.runs, self.shown, latent)
-
-    def to_json(self, run: ProbeRun | None = None) -> str:
-        run = run if run is not None else self.last_run
-        payload = {"positive_word": self.words[0], "negative_word": self.words[1], "map_size": self.map_size,
-                   "layers": self.layers, "run": run.to_dict() if run is not None else None}
-        return json.dumps(payload, indent=1, default=lambda value: None)
+    def payload(self, run: ProbeRun | None) -> dict:
+        return {"positive_word": self.words[0], "negative_word": self.words[1], "map_size": self.map_size,
+                "layers": self.layers, "run": run.to_dict() if run is not None else None}
 
 
 def _square(tokens: int):
@@ -374,8 +348,6 @@ def render_probe(probe: AttentionProbe, run: ProbeRun | None = None, width: int 
     """r_t per step (plain and word-restricted) as an IMAGE tensor (1, H, W, 3)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from .trace import figure_to_image
 
     run = run if run is not None else probe.last_run
     evaluations = run.evaluations if run is not None else []

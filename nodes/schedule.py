@@ -2,11 +2,10 @@
 
     eps = eps(∅) + s⁺·(eps(y) − eps(∅)) − s⁻·w(t)·(eps(ỹ) − eps(∅))
 
-This module decides, for one model evaluation at noise level sigma, the weight w of the negative-activation
-window and the coefficients of the three predictions; the torch side (guidance.py) only multiplies tensors. A
-dynamic negative's per-sample factor, known only after the model pass, arrives as a tensor that is multiplied in
-like a number (StepCoefficients.with_factors): nothing here imports torch.
-js/schedule.js mirrors `window_weight` exactly; tests/test_vectors checks that both agree.
+This module decides, for one model evaluation at noise level sigma, the weight w of each negative's window and
+the coefficients of the predictions; the torch side (guidance.py) only multiplies tensors. A dynamic negative's
+per-sample factor, known only after the model pass, is multiplied in like a number (StepCoefficients.with_factors),
+so nothing here imports torch. js/schedule.js mirrors `Window.weight`; tests/test_js_vectors.py checks they agree.
 
 "Progress" p runs from 0 (first, noisiest evaluation) to 1 (end of sampling). Each window unit is a monotone map
 between p and sigma, so an evaluation is placed by its sigma, never by matching a step's sigma exactly: samplers
@@ -128,100 +127,102 @@ class Window:
 
 @dataclass(frozen=True)
 class NegativeTerm:
-    """One extra negative prompt ỹᵢ with its own scale sᵢ and window wᵢ (the main negative lives in GuidanceSettings)."""
+    """One negative prompt ỹᵢ: its scale sᵢ, its window wᵢ and the unit the window counts in. A run's negatives
+    are a tuple of these, the main negative (the guidance node's own) first."""
 
-    scale: float
-    window: Window
+    scale: float  # sᵢ as set on the node (for a term that follows cfg, the node's neg_scale, unused)
+    window: Window = Window()
     window_unit: str = "steps"
     # The settings of a dynamic scale (a dynamic.DynamicNegative, of which this module reads largest_scale()), or
     # None for the constant scale `scale`. A dynamic term's coefficient is wᵢ(t)·fᵢ, fᵢ = λp/(1 − p) per sample,
     # known only once the model has been evaluated (StepCoefficients.with_factors); `scale` is then not used.
     dynamic: object = None
-
-    def acts(self, cond_scale: float) -> bool:
-        """Whether this negative can have a non-zero coefficient (inside its window)."""
-        return self.dynamic is not None or not is_zero(self.scale, cond_scale)
+    # sᵢ = s⁺ − 1 (ComfyUI's ordinary negative prompt): only the main negative, with a negative neg_scale.
+    follows_cfg: bool = False
 
     def __post_init__(self):
         # The unit decides how exactly the edges are compared (see EDGE_TOLERANCES).
         tolerance = EDGE_TOLERANCES.get(self.window_unit, EDGE_TOLERANCE)
         if self.window.edge_tolerance != tolerance:
             object.__setattr__(self, "window", replace(self.window, edge_tolerance=tolerance))
+        if self.dynamic is not None and self.follows_cfg:  # a dynamic scale replaces neg_scale, "follow cfg" too
+            object.__setattr__(self, "follows_cfg", False)
+
+    @classmethod
+    def main(cls, neg_scale: float, window: Window, window_unit: str = "steps", dynamic=None) -> "NegativeTerm":
+        """The guidance node's own negative: any negative neg_scale follows cfg (follows_cfg_value)."""
+        return cls(float(neg_scale), window, window_unit, dynamic, follows_cfg_value(neg_scale))
+
+    def scale_at(self, cfg: float) -> float:
+        """sᵢ at the cfg s⁺: the one place where "follow cfg" becomes a number."""
+        return cfg - 1.0 if self.follows_cfg else self.scale
+
+    def acts(self, cfg: float) -> bool:
+        """Whether this negative can have a non-zero coefficient (inside its window)."""
+        return self.dynamic is not None or not is_zero(self.scale_at(cfg), cfg)
 
 
 @dataclass(frozen=True)
 class GuidanceSettings:
-    """What the user set on a node: s⁺ (cfg), s⁻ (neg_scale, or NEG_SCALE_FOLLOWS_CFG), the window, and any extra
-    negatives: eps = e + s⁺(c − e) − s⁻·w(t)·(n − e) − Σᵢ sᵢ·wᵢ(t)·(nᵢ − e)."""
+    """What the user set on the nodes: s⁺ (cfg) and every negative, the main one first:
+    eps = e + s⁺(c − e) − Σᵢ sᵢ·wᵢ(t)·(nᵢ − e)."""
 
     cfg: float
-    neg_scale: float
-    window: Window
-    window_unit: str = "steps"
-    extra_negatives: tuple = ()
-    dynamic: object = None  # the main negative's dynamic scale (see NegativeTerm.dynamic); neg_scale is then not used
+    negatives: tuple  # NegativeTerm, main negative first
 
     @property
-    def negative_scale(self) -> float:
-        """s⁻ itself, with "follow cfg" resolved (not used by a dynamic main negative)."""
-        if self.neg_scale == NEG_SCALE_FOLLOWS_CFG:
-            return self.cfg - 1.0
-        return self.neg_scale
+    def main(self) -> NegativeTerm:
+        return self.negatives[0]
 
     @cached_property  # read at every model evaluation
-    def terms(self) -> tuple:
-        """Every negative as a NegativeTerm, the main one first."""
-        return (NegativeTerm(self.negative_scale, self.window, self.window_unit, self.dynamic), *self.extra_negatives)
+    def scales(self) -> tuple:
+        """Each negative's sᵢ at this cfg (a dynamic one's is not used)."""
+        return tuple(term.scale_at(self.cfg) for term in self.negatives)
 
     @property
     def dynamic_terms(self) -> tuple:
         """Per negative, main first: its dynamic scale's settings, or None for a constant scale."""
-        return tuple(term.dynamic for term in self.terms)
-
-    @property
-    def follows_cfg(self) -> bool:
-        return self.neg_scale == NEG_SCALE_FOLLOWS_CFG and self.dynamic is None
-
-    def _fixed_scale_terms(self) -> list:
-        """(index, term) of every negative whose scale does not follow cfg (all but a main negative that does)."""
-        return [(i, term) for i, term in enumerate(self.terms) if not (i == 0 and self.follows_cfg)]
+        return tuple(term.dynamic for term in self.negatives)
 
     @cached_property
     def blends_lose_precision(self) -> bool:
         """Whether this run's steps go without u* although s⁺ ≠ 1 (StepCoefficients.blends): s⁺ within NEAR_ONE of 1
         and some negative of fixed or dynamic scale (at its largest, λ·p_max/(1 − p_max)) that would need a blend
-        beyond MAX_BLEND. Decided once per run (and cfg), from the full scales, so that a ramp does not switch
-        between the two ways within a run; a negative that follows cfg has α = w ≤ 1 and never counts."""
+        beyond MAX_BLEND. Decided once per run (and cfg), so that a ramp does not switch ways within a run; a
+        negative that follows cfg has α = w ≤ 1 and never counts."""
         if is_one(self.cfg) or abs(self.cfg - 1.0) >= NEAR_ONE:
             return False
         largest = max((term.dynamic.largest_scale() if term.dynamic is not None else abs(term.scale)
-                       for _, term in self._fixed_scale_terms()), default=0.0)
+                       for term in self.negatives if not term.follows_cfg), default=0.0)
         return largest > MAX_BLEND * abs(self.cfg - 1.0)
 
+    @cached_property
+    def _dynamic(self) -> tuple:
+        dynamic = tuple(term.dynamic is not None for term in self.negatives)
+        return dynamic if any(dynamic) else ()
+
     def at(self, window_weights) -> "StepCoefficients":
-        """Coefficients for one evaluation, given each term's window weight (main negative first)."""
+        """Coefficients for one evaluation, given each negative's window weight (main negative first)."""
         # A term that follows cfg has α = sᵢwᵢ / (s⁺ − 1) = wᵢ whatever s⁺ is: at s⁺ = 1 that is its value by
         # continuity (the stock negative prompt at cfg 1: u* = eps(ỹ)). Any other term has a fixed sᵢ, zero there
         # (or u* does not exist, see StepCoefficients.blends).
-        limit_blends = tuple(float(w) if i == 0 and self.follows_cfg else 0.0 for i, w in enumerate(window_weights))
-        dynamic = tuple(term.dynamic is not None for term in self.terms)
+        limit_blends = tuple(float(w) if term.follows_cfg else 0.0 for term, w in zip(self.negatives, window_weights))
         # A dynamic term's coefficient before its per-sample factor is its window weight.
-        negatives = tuple(w if is_dynamic else term.scale * w
-                          for term, w, is_dynamic in zip(self.terms, window_weights, dynamic))
-        return StepCoefficients(self.cfg, negatives, limit_blends, dynamic if any(dynamic) else (),
-                                self.blends_lose_precision)
+        negatives = tuple(w if term.dynamic is not None else s * w
+                          for term, s, w in zip(self.negatives, self.scales, window_weights))
+        return StepCoefficients(self.cfg, negatives, limit_blends, self._dynamic, self.blends_lose_precision)
 
     @cached_property  # read at every model evaluation
     def constant_weights(self) -> tuple | None:
-        """Each term's window weight when no window opens or closes during sampling (every window full or empty,
+        """Each negative's window weight when no window opens or closes during sampling (every window full or empty,
         or the term switched off by a fixed scale 0), so that every evaluation has the same coefficients; None when
         they depend on the sigma. (A term that follows cfg is never switched off: a wrapper may change cfg.)"""
-        switched_off = {i for i, term in self._fixed_scale_terms() if not term.acts(self.cfg)}
         weights = []
-        for i, term in enumerate(self.terms):
-            if term.window.is_full and i not in switched_off:
+        for term in self.negatives:
+            switched_off = not term.follows_cfg and not term.acts(self.cfg)
+            if term.window.is_full and not switched_off:
                 weights.append(1.0)
-            elif term.window.is_empty or i in switched_off:
+            elif term.window.is_empty or switched_off:
                 weights.append(0.0)
             else:
                 return None
@@ -229,11 +230,11 @@ class GuidanceSettings:
 
     def needs_empty(self) -> bool:
         """Whether eps(∅) can have a non-zero coefficient at some evaluation of some run."""
-        active = [t for t in self.terms if t.acts(self.cfg) and not t.window.is_empty]
-        if not active:
+        active = [t.acts(self.cfg) and not t.window.is_empty for t in self.negatives]
+        if not any(active):
             return not is_one(self.cfg)
-        if all(t.window.is_full for t in active):
-            return self.at([1.0 if t in active else 0.0 for t in self.terms]).needs_empty
+        if all(t.window.is_full for t, act in zip(self.negatives, active) if act):
+            return self.at([1.0 if act else 0.0 for act in active]).needs_empty
         # Some wᵢ takes 0 and 1 (or a ramp in between): the coefficient 1 − s⁺ + Σ sᵢwᵢ cannot vanish throughout.
         return True
 
@@ -260,11 +261,6 @@ class StepCoefficients:
     @property
     def positive_weight(self) -> float:
         return self.cond_scale
-
-    @property
-    def empty_weight(self) -> float:
-        """∅'s weight for constant scales (a dynamic negative's sᵢ here lacks its per-sample factor)."""
-        return 1.0 - self.cond_scale + sum(self.negatives)
 
     @property
     def has_cfg_term(self) -> bool:
@@ -452,85 +448,8 @@ def percent_progress_map(edge_sigma: Callable[[float], float], grid_sigma: Calla
     return ProgressMap(progress, [table[p] for p in progress])
 
 
-def choice_problem(node: str, name: str, value, options) -> str | None:
-    """The sentence for a choice input whose value is not one of its options, or None (also when unknown).
-    ComfyUI 0.3.75 does not check a V3 combo's value itself, so every node checks its own."""
-    if value is None or value in options:
-        return None
-    return f"{node}: {name} must be one of {', '.join(options)}, got '{value}'."
-
-
-def validate(node: str, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
-             empty_connected: bool | None, *, follows_cfg: bool = True) -> str | None:
-    """The first problem with a node's inputs as a sentence naming the node and the input, or None.
-
-    Any value may be None (not known here) and is then not checked; `empty_connected` None means unknown too.
-    `follows_cfg` False for ExtraNegative, whose neg_scale has no "follow cfg" meaning and starts at 0.
-    js/schedule.js `validationProblem` gives the same sentences (tests/vectors/validation_vectors.json).
-    """
-    values = (("cfg", cfg), ("neg_scale", neg_scale), ("neg_start", neg_start), ("neg_end", neg_end),
-              ("ramp_width", ramp_width))
-    for name, value in values:
-        if value is not None and not math.isfinite(value):
-            return f"{node}: {name} must be a finite number."
-    for name, value in values:
-        low, high = input_bounds(name, follows_cfg)
-        if value is not None and not low <= value <= high:
-            return f"{node}: {name} must lie between {format_number(low)} and {format_number(high)}" \
-                   f"{BOUND_NOTES[name] if follows_cfg or name != 'neg_scale' else ''}, got {format_number(value)}."
-    problem = (choice_problem(node, "window_unit", window_unit, WINDOW_UNITS)
-               or choice_problem(node, "ramp", ramp, RAMPS))
-    if problem:
-        return problem
-    if neg_start is not None and neg_end is not None and neg_start > neg_end:
-        return (f"{node}: neg_start ({format_number(neg_start)}) must not be greater than neg_end "
-                f"({format_number(neg_end)}); the negative acts from neg_start to neg_end.")
-    if None in (neg_start, neg_end, ramp, ramp_width):
-        return None
-    # The edges compared as sampling will compare them: exactly for timestep_percent (EDGE_TOLERANCES).
-    window = Window(neg_start, neg_end, ramp, ramp_width, EDGE_TOLERANCES.get(window_unit, EDGE_TOLERANCE))
-    fades = int(window.fades_in) + int(window.fades_out)
-    if fades and fades * ramp_width > (neg_end - neg_start) + EDGE_TOLERANCE:
-        return (f"{node}: ramp_width ({format_number(ramp_width)}) is too wide for the window "
-                f"{format_number(neg_start)}-{format_number(neg_end)}: its {fades} ramp(s) need "
-                f"{format_number(fades * ramp_width)} of it. Narrow the ramp or widen the window.")
-    if empty_connected is False and None not in (cfg, neg_scale):
-        settings = GuidanceSettings(cfg, resolved_neg_scale(neg_scale), window, window_unit or "steps")
-        if settings.needs_empty():
-            return (f"{node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): with "
-                    f"cfg {format_number(cfg)} and neg_scale {format_number(neg_scale)} over this window the "
-                    "formula uses eps(∅). Only the ordinary negative prompt (neg_scale = cfg - 1, or -1, over the "
-                    "whole run) works without it.")
-    return None
-
-
-# The schema bounds of the nodes' number inputs (nodes/negative_guidance.py declares them from here). ComfyUI
-# checks them for widget values; validate() checks them again for values that arrive through links.
-BOUNDS = {"cfg": (0.0, 100.0), "neg_scale": (-1.0, 100.0), "neg_start": (0.0, 1.0), "neg_end": (0.0, 1.0),
-          "ramp_width": (0.0, 1.0)}
-BOUND_NOTES = {"cfg": "", "neg_scale": " (any negative value follows cfg)", "neg_start": " (a fraction of sampling)",
-               "neg_end": " (a fraction of sampling)", "ramp_width": ""}
-
-
-def input_bounds(name: str, follows_cfg: bool = True) -> tuple:
-    """(min, max) of a number input; ExtraNegative's neg_scale starts at 0."""
-    low, high = BOUNDS[name]
-    return (0.0, high) if name == "neg_scale" and not follows_cfg else (low, high)
-
-
 def follows_cfg_value(neg_scale: float) -> bool:
     """Any negative neg_scale means "follow cfg" (s⁻ = s⁺ − 1): the widget's arrows step from 0 to −0.1, and
     from −1 to −0.9, and each must keep a meaning the node accepts. −1 is the value saved workflows hold."""
     return neg_scale < 0
 
-
-def resolved_neg_scale(neg_scale: float) -> float:
-    """neg_scale as GuidanceSettings reads it: NEG_SCALE_FOLLOWS_CFG for every negative value."""
-    return NEG_SCALE_FOLLOWS_CFG if follows_cfg_value(neg_scale) else float(neg_scale)
-
-
-def format_number(value: float) -> str:
-    """A number in a message, written as js/schedule.js `formatNumber` writes it (shortest form, 4 decimals)."""
-    rounded = round(float(value), 4) + 0.0  # + 0.0: no "-0"
-    text = repr(rounded)
-    return text[:-2] if text.endswith(".0") else text

@@ -2,7 +2,7 @@
 
 A `GuidanceTrace` is the handle a graph passes around (NegativeGuidanceTrace node → the `trace` input of
 NegativeGuidance / NegativeGuidanceGuider). When sampling starts, `GuidancePlan.begin_run` calls
-`trace.start_run(settings, sigmas)` and gets a `RunRecorder`, which `guidance.predict` calls once per model
+`trace.start_run(settings, sigmas)` and gets a `RunRecorder`, which `guidance.combine` calls once per model
 evaluation with the predictions it already computed. The recorder only reads those tensors (in float64 copies),
 so recording cannot change the sampled result; without a trace no recorder exists and nothing is computed.
 While sampling, the recorder only queues a few reductions on the model's device and never converts a number to
@@ -26,7 +26,6 @@ What is recorded when a prediction was not evaluated (the pack skips a condition
 from __future__ import annotations
 
 import json
-import logging
 import math
 import weakref
 from collections import deque
@@ -34,19 +33,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import schedule
+from . import log, schedule
 
-log = logging.getLogger("comfyui-negative-guidance")
-
-# Names of the entries of the batch `guidance.predict` hands to calc_cond_batch: [y, ỹ, ∅, ỹ₂, ỹ₃, ...].
-BATCH_NAMES = ("positive", "negative", "empty")
-
-# A trace keeps this many runs (the newest last): a graph re-queued many times keeps re-using the same handle.
+# A handle keeps this many runs (the newest last): a graph re-queued many times keeps re-using the same handle.
 MAX_RUNS = 16
-
-
-def batch_names(count: int) -> tuple:
-    return tuple(BATCH_NAMES[i] if i < len(BATCH_NAMES) else f"extra_negative_{i - 2}" for i in range(count))
 
 
 @dataclass(frozen=True)
@@ -83,7 +73,6 @@ class DeferredRun:
 
     sigmas: list
     prompt_id: str | None = None  # the ComfyUI prompt it was sampled in (None outside a prompt)
-    sampler_node: str | None = None  # the node that sampled it
     pending: list = field(default_factory=list, repr=False)  # not yet read
     recorded: list = field(default_factory=list, repr=False)  # read: host values
 
@@ -104,17 +93,39 @@ class RunRecord(DeferredRun):
     """One sampling run of the guidance: its settings, scheduled sigmas and the evaluations (EvaluationRecord)."""
 
     cfg: float
-    neg_scale: float | None  # s⁻ itself ("follow cfg" resolved); None for a dynamic one (per sample: dynamic_scales)
-    window: dict
-    window_unit: str
-    extra_negatives: int
+    # Per negative, main first: {"scale": sᵢ ("follow cfg" resolved; None for a dynamic one, whose scale is per
+    # sample: dynamic_scales), "follows_cfg", "window": {start, end, ramp, ramp_width}, "window_unit", "dynamic"}.
+    negatives: tuple
+
+    @classmethod
+    def of(cls, settings: schedule.GuidanceSettings, sigmas: list, prompt_id=None) -> "RunRecord":
+        negatives = tuple({"scale": float(s) if term.dynamic is None else None, "follows_cfg": term.follows_cfg,
+                           "window": {"start": term.window.start, "end": term.window.end, "ramp": term.window.ramp,
+                                      "ramp_width": term.window.ramp_width},
+                           "window_unit": term.window_unit, "dynamic": term.dynamic is not None}
+                          for term, s in zip(settings.negatives, settings.scales))
+        return cls(cfg=float(settings.cfg), negatives=negatives, sigmas=[float(s) for s in sigmas],
+                   prompt_id=prompt_id)
+
+    # The main negative's, as the JSON has always had them at its top level.
+    @property
+    def neg_scale(self) -> float | None:
+        return self.negatives[0]["scale"]
+
+    @property
+    def window(self) -> dict:
+        return self.negatives[0]["window"]
+
+    @property
+    def window_unit(self) -> str:
+        return self.negatives[0]["window_unit"]
 
     def _finish(self, pending: list) -> list:
         return finish(pending, self.sigmas, len(self.recorded))
 
     def to_dict(self) -> dict:
         return {"cfg": self.cfg, "neg_scale": self.neg_scale, "window": self.window, "window_unit": self.window_unit,
-                "extra_negatives": self.extra_negatives, "sigmas": self.sigmas,
+                "extra_negatives": len(self.negatives) - 1, "negatives": list(self.negatives), "sigmas": self.sigmas,
                 "evaluations": [asdict(e) for e in self.evaluations]}
 
 
@@ -143,16 +154,14 @@ class PendingEvaluation:
     tensors: dict
 
 
-def measure(coefficients, batch: list, timestep, cond_pred, negative_preds: list, empty_pred,
+def measure(coefficients, evaluated: tuple, timestep, cond_pred, negative_preds: list, empty_pred,
             dynamic: tuple = ()) -> PendingEvaluation:
-    """The per-sample sums of one evaluation from the predictions `guidance.predict` computed (never modified),
-    on their device. Norms are taken of the denoised differences ΔD; `finish` divides them by sigma (eps units)."""
-    present = [conds is not None for conds in batch]
-    evaluated = tuple(name for name, here in zip(batch_names(len(batch)), present) if here)
-    has_positive, has_negative, has_empty = present[0], present[1], present[2]
-    c = _per_sample(cond_pred) if has_positive else None
-    negatives = [_per_sample(p) if here else None for p, here in zip(negative_preds, (has_negative, *present[3:]))]
-    e = _per_sample(empty_pred) if has_empty else None
+    """The per-sample sums of one evaluation from the predictions `guidance.combine` computed (never modified), on
+    their device; a prediction that was not evaluated is None. Norms are taken of the denoised differences ΔD;
+    `finish` divides them by sigma (eps units)."""
+    c = _per_sample(cond_pred) if cond_pred is not None else None
+    negatives = [_per_sample(p) if p is not None else None for p in negative_preds]
+    e = _per_sample(empty_pred) if empty_pred is not None else None
     n = negatives[0]
 
     reference = next(t for t in (c, n, e) if t is not None)
@@ -231,66 +240,72 @@ def _record(index: int, sigmas: list, p: PendingEvaluation, sums: dict) -> Evalu
 
 
 class RunRecorder:
-    """The observer of one run: `guidance.predict` calls it once per model evaluation. It only queues device
+    """The observer of one run: `guidance.combine` calls it once per model evaluation. It only queues device
     work; the numbers reach the host when the run is read (`RunRecord.evaluations`)."""
 
     def __init__(self, record: RunRecord):
         self.record = record
 
-    def __call__(self, timestep, coefficients, batch, cond_pred, negative_preds, empty_pred, dynamic=()):
-        self.record.pending.append(measure(coefficients, batch, timestep, cond_pred, negative_preds, empty_pred,
+    def __call__(self, timestep, coefficients, evaluated, cond_pred, negative_preds, empty_pred, dynamic=()):
+        self.record.pending.append(measure(coefficients, evaluated, timestep, cond_pred, negative_preds, empty_pred,
                                            dynamic))
 
 
-def executing_prompt():
-    """(prompt id, node id) of the ComfyUI prompt being executed, or (None, None) outside one (direct calls)."""
+def executing_prompt() -> str | None:
+    """The id of the ComfyUI prompt being executed, or None outside one (direct calls)."""
     try:
         from comfy_execution.utils import get_executing_context
     except ImportError:  # a ComfyUI without execution contexts
-        return None, None
+        return None
     context = get_executing_context()
-    return (context.prompt_id, context.node_id) if context is not None else (None, None)
+    return context.prompt_id if context is not None else None
 
 
-class GuidanceTrace:
-    """The handle a graph passes from NegativeGuidanceTrace to the guidance node and on to the plot node.
+class RunStore:
+    """The runs a handle (the guidance trace, the r_t probe) has recorded, the newest MAX_RUNS, and which of them a
+    plot may show. ComfyUI caches an input-less handle node, so one handle outlives many queued prompts: every run is
+    stamped with the prompt it was sampled in, and `run_for` gives a plot only a run of the sampling it follows."""
 
-    Keeps the newest MAX_RUNS runs. ComfyUI caches the input-less handle node, so one handle outlives many queued
-    prompts: every run is stamped with the prompt it was sampled in, and `run_for` gives a plot only a run of the
-    sampling it follows (see there).
-    """
+    JSON_ALLOWS_NAN = False
 
-    def __init__(self, max_runs: int = MAX_RUNS):
-        self.runs: deque = deque(maxlen=max_runs)
+    def __init__(self):
+        self.runs: deque = deque(maxlen=MAX_RUNS)
         self.shown = LatentRuns()
 
-    def start_run(self, settings, sigmas: list) -> RunRecorder:
-        """`sigmas`: the run's sigmas as host numbers."""
-        window = settings.window
-        prompt_id, node_id = executing_prompt()
-        neg_scale = float(settings.negative_scale) if settings.dynamic is None else None
-        record = RunRecord(cfg=float(settings.cfg), neg_scale=neg_scale,
-                           window={"start": window.start, "end": window.end, "ramp": window.ramp,
-                                   "ramp_width": window.ramp_width},
-                           window_unit=settings.window_unit, extra_negatives=len(settings.extra_negatives),
-                           sigmas=[float(s) for s in sigmas],
-                           prompt_id=prompt_id, sampler_node=node_id)
-        self.runs.append(record)
-        log.debug("guidance trace: run %d started, %d sigmas", len(self.runs), len(record.sigmas))
-        return RunRecorder(record)
+    def add_run(self, run):
+        self.runs.append(run)
+        log.debug("%s: run %d started, %d sigmas", type(self).__name__, len(self.runs), len(run.sigmas))
+        return run
 
     @property
-    def last_run(self) -> RunRecord | None:
+    def last_run(self):
         return self.runs[-1] if self.runs else None
 
-    def run_for(self, latent) -> RunRecord | None:
-        """The run a plot that receives `latent` (the sampler's output) may show; see `runs_for`."""
-        return runs_for(self.runs, self.shown, latent)
+    def run_for(self, latent):
+        """The newest run sampled in the prompt now executing (the sampling this plot follows ran in it), else the
+        run already shown for this very latent (ComfyUI re-ran the plot on a cached sampler output), else None: an
+        older run belongs to another sampling and is never shown."""
+        prompt_id = executing_prompt()
+        current = [run for run in self.runs if run.prompt_id == prompt_id]
+        run = current[-1] if current else self.shown.get(latent)
+        if run is not None:
+            self.shown.remember(latent, run)
+        return run
 
-    def to_json(self, run: RunRecord | None = None) -> str:
-        run = run if run is not None else self.last_run
-        return json.dumps(run.to_dict() if run is not None else None, indent=1, allow_nan=False,
-                          default=lambda value: None)
+    def payload(self, run) -> dict | None:
+        return run.to_dict() if run is not None else None
+
+    def to_json(self, run=None) -> str:
+        return json.dumps(self.payload(run if run is not None else self.last_run), indent=1,
+                          allow_nan=self.JSON_ALLOWS_NAN, default=lambda value: None)
+
+
+class GuidanceTrace(RunStore):
+    """The handle a graph passes from NegativeGuidanceTrace to the guidance node and on to the plot node."""
+
+    def start_run(self, settings: schedule.GuidanceSettings, sigmas: list) -> RunRecorder:
+        """`sigmas`: the run's sigmas as host numbers."""
+        return RunRecorder(self.add_run(RunRecord.of(settings, sigmas, executing_prompt())))
 
 
 class LatentRuns:
@@ -316,18 +331,6 @@ class LatentRuns:
 def _samples(latent):
     samples = latent.get("samples") if isinstance(latent, dict) else None
     return samples if isinstance(samples, torch.Tensor) else None
-
-
-def runs_for(runs, shown: LatentRuns, latent):
-    """The newest run sampled in the prompt now executing (the sampling this plot follows ran in it), else the run
-    already shown for this very latent (ComfyUI re-ran the plot on a cached sampler output), else None: an older
-    run belongs to another sampling (the handle node is cached across prompts) and is never shown."""
-    prompt_id, _ = executing_prompt()
-    current = [run for run in runs if run.prompt_id == prompt_id]
-    run = current[-1] if current else shown.get(latent)
-    if run is not None:
-        shown.remember(latent, run)
-    return run
 
 
 def _finite(values):

@@ -14,25 +14,20 @@ the plot in the UI.
 from __future__ import annotations
 
 import json
-import logging
 
 import comfy.patcher_extension
 from comfy_api.latest import io, ui
 
+from . import log, validation
 from . import probe as probe_lib
-from . import schedule
+from .sockets import ProbeHandle, TraceHandle
 from .trace import GuidanceTrace, figure_to_image, render_run
-
-log = logging.getLogger("comfyui-negative-guidance")
-
-TraceHandle = io.Custom("NEGATIVE_GUIDANCE_TRACE")
-ProbeHandle = io.Custom("NEGATIVE_GUIDANCE_PROBE")
+from .validation import schema_bounds
 
 LATENT_TOOLTIP = ("The sampler's output LATENT. Connect it so that this node runs after sampling has filled the "
                   "handle; it is passed through unchanged.")
 LATENT_OUT_TOOLTIP = "The sampler's LATENT, unchanged: decode or save it after the plot."
 X_AXES = ("step", "sigma")
-MAP_SIZE_BOUNDS = (1, 256)  # the probe's map side: 64 in the authors' setup; larger only costs memory
 
 
 def message_image(message: str, width: int = 900, height: int = 240):
@@ -106,7 +101,7 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
     def validate_inputs(cls, x_axis=None):
         # ComfyUI 0.3.75 does not check a V3 combo's value itself. One input only: ComfyUI shows the sentence once
         # per input this function takes.
-        return schedule.choice_problem("NegativeGuidanceTracePlot", "x_axis", x_axis, X_AXES) or True
+        return validation.choice_problem("NegativeGuidanceTracePlot", "x_axis", x_axis, X_AXES) or True
 
     @classmethod
     def execute(cls, trace, latent, x_axis="step") -> io.NodeOutput:
@@ -146,7 +141,7 @@ class NegativeGuidanceProbe(io.ComfyNode):
                                 tooltip="The positive-prompt word the negative word relates to most (e.g. 'woman')."),
                 io.String.Input("negative_word", default="",
                                 tooltip="The negative-prompt word to follow (e.g. 'glasses')."),
-                io.Int.Input("map_size", default=64, min=MAP_SIZE_BOUNDS[0], max=MAP_SIZE_BOUNDS[1],
+                io.Int.Input("map_size", default=64, **schema_bounds("map_size"),
                              tooltip="Maps are upsampled to this side before their Frobenius norm (64 as Ban et al.)."),
                 io.Combo.Input("layers", options=list(probe_lib.LAYER_RULES), default="non_middle",
                                tooltip="non_middle: every cross-attention layer of the input and output blocks (the "
@@ -162,7 +157,7 @@ class NegativeGuidanceProbe(io.ComfyNode):
         # Only `layers` (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI shows the sentence once per input
         # this function takes, and checks min/max (map_size) only of inputs it does not take. Empty or unknown words
         # are refused when the node runs (probe.find_word), naming the input.
-        return schedule.choice_problem("NegativeGuidanceProbe", "layers", layers, probe_lib.LAYER_RULES) or True
+        return validation.choice_problem("NegativeGuidanceProbe", "layers", layers, probe_lib.LAYER_RULES) or True
 
     @classmethod
     def execute(cls, model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
@@ -173,13 +168,14 @@ class NegativeGuidanceProbe(io.ComfyNode):
 
 
 def make_probe(model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
-               layers="non_middle", keep_maps=False):
+               layers="non_middle"):
     """(a clone of `model` with the probe's attn2 patch and run wrapper, the AttentionProbe)."""
     node = "NegativeGuidanceProbe"
-    # ComfyUI checks the schema's bounds only on widget values: a map_size that arrived by link is checked here.
-    if not MAP_SIZE_BOUNDS[0] <= map_size <= MAP_SIZE_BOUNDS[1]:
-        raise ValueError(f"{node}: map_size must lie between {MAP_SIZE_BOUNDS[0]} and {MAP_SIZE_BOUNDS[1]}, "
-                         f"got {map_size}.")
+    # ComfyUI checks the schema's bounds and options only on widget values: linked ones are checked here.
+    problem = (validation.numbers_problem(node, {"map_size": map_size})
+               or validation.choice_problem(node, "layers", layers, probe_lib.LAYER_RULES))
+    if problem:
+        raise ValueError(problem)
     diffusion_model = model.get_model_object("diffusion_model")
     if not probe_lib.is_unet(diffusion_model):
         raise ValueError(f"{node}: the r_t probe reads a UNet's cross-attention (SD1.x, SD2.x, SDXL); this model "
@@ -188,7 +184,7 @@ def make_probe(model, clip, positive_text, negative_text, positive_word, negativ
     negative_positions = probe_lib.find_word(clip, node, "negative_word", negative_word, "negative", negative_text)
     probe = probe_lib.AttentionProbe(
         diffusion_model, probe_lib.prompt_tokens(clip, positive_text), positive_positions,
-        probe_lib.prompt_tokens(clip, negative_text), negative_positions, map_size, layers, keep_maps,
+        probe_lib.prompt_tokens(clip, negative_text), negative_positions, map_size, layers,
         words=(positive_word.strip(), negative_word.strip()))
     probed = model.clone()
     probed.set_model_attn2_patch(probe)  # the probe is its own attn2_patch and survives clones as itself

@@ -63,15 +63,17 @@ def schedule_table(patch_inputs: dict, sampler_inputs: dict) -> list[str]:
     schedule = load_pure_module("nodes/schedule.py", "negguide_schedule_demo")
     window = schedule.Window(patch_inputs["neg_start"], patch_inputs["neg_end"], patch_inputs["ramp"],
                              patch_inputs["ramp_width"])
-    settings = schedule.GuidanceSettings(sampler_inputs["cfg"], patch_inputs["neg_scale"], window)
+    settings = schedule.GuidanceSettings(sampler_inputs["cfg"],
+                                         (schedule.NegativeTerm.main(patch_inputs["neg_scale"], window),))
+    negative_scale = settings.scales[0]
     steps = sampler_inputs["steps"]
-    lines = [f"cfg (s+) = {settings.cfg}, neg_scale = {patch_inputs['neg_scale']} -> s- = {settings.negative_scale}",
+    lines = [f"cfg (s+) = {settings.cfg}, neg_scale = {patch_inputs['neg_scale']} -> s- = {negative_scale}",
              f"window [{window.start}, {window.end}) in {patch_inputs['window_unit']}, ramp {window.ramp}",
              "step  progress  w     s-*w   (steps numbered from 1; progress = fraction of steps done before it)"]
     for step in range(steps):
         weight = window.weight(step / steps)
         bar = "#" * round(weight * 20)
-        lines.append(f"{step + 1:4d}  {step / steps:8.4f}  {weight:4.2f}  {settings.negative_scale * weight:5.2f}  {bar}")
+        lines.append(f"{step + 1:4d}  {step / steps:8.4f}  {weight:4.2f}  {negative_scale * weight:5.2f}  {bar}")
     return lines
 
 

@@ -85,15 +85,16 @@ def run_of(prompt: dict, label: str, steps: int, cfg: float, negative_text: str,
     """Per step, each negative's s·w(t) and the number of prompts the pack evaluates (as in nodes/guidance.py).
     Without the pack (guidance None) the sampler uses ComfyUI's ordinary negative: s⁻ = cfg − 1 on every step."""
     if guidance is None:
-        settings, labels = schedule.GuidanceSettings(cfg, schedule.NEG_SCALE_FOLLOWS_CFG, schedule.Window()), []
+        main = schedule.NegativeTerm.main(schedule.NEG_SCALE_FOLLOWS_CFG, schedule.Window())
+        settings, labels = schedule.GuidanceSettings(cfg, (main,)), []
     else:
         extras = extra_negatives(prompt, guidance)
-        settings = schedule.GuidanceSettings(cfg, guidance["neg_scale"], window_of(guidance), "steps",
-                                             tuple(term for _, term in extras))
+        main = schedule.NegativeTerm.main(guidance["neg_scale"], window_of(guidance))
+        settings = schedule.GuidanceSettings(cfg, (main, *(term for _, term in extras)))
         labels = [text for text, _ in extras]
     per_step, evaluations = [], []
     for step in range(steps):
-        coefficients = settings.at([term.window.weight(step / steps) for term in settings.terms])
+        coefficients = settings.at([term.window.weight(step / steps) for term in settings.negatives])
         per_step.append(coefficients.negatives)
         evaluations.append(int(coefficients.needs_positive) + sum(coefficients.needs_negatives)
                            + int(coefficients.needs_empty))

@@ -19,30 +19,43 @@ def step_of(sigma: float, run_sigmas: list) -> int:
 
 
 def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step, total: 1.0,
-                        cfg_follows_guider=False):
-    """Stock KSampler(positive, negative, cfg) or CFGGuider on the returned model gives the three-way formula for
-    s⁺ = cfg ≠ 1. With `cfg_follows_guider`, s⁺ is the guider's cfg at each evaluation, for a wrapper that changes it
-    on some steps (ComfyUI's CFGOverride): stock CFG then combines with that cfg, and α = s⁻·w / (s⁺ − 1) follows it."""
+                        cfg_follows_guider=False, extras=()):
+    """The tests' one reference implementation of the formula, built from stock parts only: stock KSampler(positive,
+    negative, cfg) or CFGGuider on the returned model gives eps = e + s⁺(c − e) − Σᵢ sᵢwᵢ(nᵢ − e) for s⁺ = cfg ≠ 1, as
+    plain CFG against u* = e + Σᵢ αᵢ(nᵢ − e), αᵢ = sᵢwᵢ/(s⁺ − 1), with the step found from sigma independently.
+
+    Args:
+        weight_of_step: w of the main negative, from (step, total steps).
+        cfg_follows_guider: s⁺ is the guider's cfg at each evaluation, for a wrapper that changes it on some steps
+            (ComfyUI's CFGOverride): stock CFG then combines with that cfg, and the αᵢ follow it.
+        extras: (conditioning, sᵢ, weight_of_step) of each extra negative.
+    """
     import comfy.patcher_extension
     import comfy.sampler_helpers
     import comfy.samplers
 
     assert cfg != 1.0
-    empty_conds = comfy.sampler_helpers.convert_cond(empty)
+    others = [comfy.sampler_helpers.convert_cond(empty)]
+    others += [comfy.sampler_helpers.convert_cond(conditioning) for conditioning, _, _ in extras]
+    terms = [(neg_scale, weight_of_step), *((scale, weight) for _, scale, weight in extras)]
     reference = model.clone()
 
     def calc_cond_batch(args):
         x, sigma, inner_model, options = args["input"], args["sigma"], args["model"], args["model_options"]
         cond, negative = args["conds"]
-        encoded = comfy.samplers.encode_model_conds(inner_model.extra_conds, empty_conds, x, x.device, "negative")
-        cond_pred, negative_pred, empty_pred = comfy.samplers.calc_cond_batch(inner_model, [cond, negative, encoded],
-                                                                              x, sigma, options)
+        encoded = [comfy.samplers.encode_model_conds(inner_model.extra_conds, conds, x, x.device, "negative")
+                   for conds in others]
+        cond_pred, negative_pred, empty_pred, *extra_preds = comfy.samplers.calc_cond_batch(
+            inner_model, [cond, negative, *encoded], x, sigma, options)
         run_sigmas = options["transformer_options"]["sample_sigmas"].tolist()
         step = step_of(float(sigma.reshape(-1)[0]), run_sigmas)
-        weight = weight_of_step(step, len(run_sigmas) - 1)
         cond_scale = float(sampling["guider"].cfg) if cfg_follows_guider else cfg
-        alpha = neg_scale * weight / (cond_scale - 1.0)
-        return [cond_pred, empty_pred + alpha * (negative_pred - empty_pred)]
+        uncond = empty_pred
+        for (scale, weight), prediction in zip(terms, [negative_pred, *extra_preds]):
+            alpha = scale * weight(step, len(run_sigmas) - 1) / (cond_scale - 1.0)
+            if alpha:
+                uncond = uncond + alpha * (prediction - empty_pred)
+        return [cond_pred, uncond]
 
     def note_the_guider(executor, *args, **kwargs):
         sampling["guider"] = executor.class_obj  # its cfg is read inside, after every wrapper has set it
@@ -57,7 +70,7 @@ def three_way_reference(model, empty, cfg, neg_scale, weight_of_step=lambda step
 
 
 def window_of_steps(first: int, last: int):
-    """w = 1 on steps first..last-1 of the run, else 0."""
+    """w = 1 on steps first..last-1 of the run (numbered from 0), else 0."""
     return lambda step, total: 1.0 if first <= step < last else 0.0
 
 

@@ -27,8 +27,41 @@ def pytest_report_header(config):
     return f"ComfyUI {release} at {root or '(COMFYUI_PATH unset)'}; torch threads: {TEST_THREADS}"
 
 
+def missing_host() -> str | None:
+    """Why the host-level tests cannot run here (no torch, no ComfyUI), or None."""
+    import support
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed"
+    return support.missing_comfyui()
+
+
+class HostLevelModule(pytest.Module):
+    """A test module that imports torch or ComfyUI when collected: skipped, with the reason, on a machine without
+    them, so that the pure tests (test_schedule.py, test_js_vectors.py) still run there."""
+
+    def collect(self):
+        try:
+            return super().collect()
+        except self.CollectError:
+            reason = missing_host()
+            if reason:
+                raise pytest.skip.Exception(f"{self.path.name}, host-level tests: {reason} (scripts/host.sh test sets them up)",
+                                            _use_item_location=True) from None
+            raise
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    return HostLevelModule.from_parent(parent, path=module_path)
+
+
 @pytest.fixture(scope="session")
 def host():
     import support
 
+    reason = missing_host()
+    if reason:
+        pytest.skip(f"host-level tests: {reason} (scripts/host.sh test sets them up)")
     return support.make_host()

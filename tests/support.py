@@ -17,13 +17,35 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_MODULE = "comfyui_negative_guidance"
 
 
-def load_pure_module(relative_path: str, name: str):
-    """Import one file of the pack on its own (no ComfyUI, no package __init__)."""
-    spec = importlib.util.spec_from_file_location(name, PACK_ROOT / relative_path)
+PURE_NODES = "negguide_pure_nodes"
+
+
+def load_pure_module(relative_path: str, name: str | None = None):
+    """Import one file of the pack without ComfyUI: a module of nodes/ (schedule, validation, dynamic) as part of
+    the nodes package, which imports no ComfyUI itself (so its relative imports work), any other file on its own."""
+    path = PACK_ROOT / relative_path
+    if path.parent == PACK_ROOT / "nodes":
+        if PURE_NODES not in sys.modules:
+            spec = importlib.util.spec_from_file_location(PURE_NODES, path.parent / "__init__.py",
+                                                          submodule_search_locations=[str(path.parent)])
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[PURE_NODES] = package
+            spec.loader.exec_module(package)
+        return importlib.import_module(f"{PURE_NODES}.{path.stem}")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def missing_comfyui() -> str | None:
+    """Why there is no ComfyUI to test on, or None. Only where COMFYUI_PATH is unset: a path that was set but holds
+    no ComfyUI is an error (comfyui_path), never a reason to skip."""
+    if os.environ.get("COMFYUI_PATH"):
+        return None
+    path = PACK_ROOT / ".host" / "ComfyUI"
+    return None if (path / "comfy" / "samplers.py").is_file() else f"no ComfyUI (COMFYUI_PATH unset, none at {path})"
 
 
 def comfyui_path() -> Path:
@@ -254,3 +276,14 @@ def assert_changed(changed, unchanged, tolerance=RELATIVE_TOLERANCE):
     `changed` with a reference could not pass with the feature ignored."""
     error = relative_error(changed, unchanged)
     assert error > 100 * tolerance, f"the samples changed by only {error:.3g} (relative)"
+
+
+def colour_pixels(image, colour: str) -> int:
+    """How many pixels of an IMAGE (1, H, W, 3) have this matplotlib colour (a plotted line, or its legend entry).
+    A plot shows data where it has many more of them than the same plot of a run with no evaluations."""
+    import matplotlib.colors
+    import torch
+
+    rgb = torch.tensor(matplotlib.colors.to_rgb(colour), dtype=image.dtype)
+    return int(((image[0] - rgb).abs().amax(dim=-1) < 0.02).sum())
+

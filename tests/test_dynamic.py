@@ -11,7 +11,14 @@ import torch
 
 import support
 
-dynamic = support.load_pure_module("nodes/dynamic.py", "negguide_dynamic_under_test")
+dynamic = support.load_pure_module("nodes/dynamic.py")
+validation = support.load_pure_module("nodes/validation.py")
+
+
+def constant_scale(settings) -> float:
+    """s⁻ when p never moves (temperature 0, offset 0): λ·prior/(1 − prior), the prior clipped as p is."""
+    p = min(max(settings.prior, settings.p_min), settings.p_max)
+    return settings.strength * p / (1.0 - p)
 
 
 def predictions(x, sigma, seed):
@@ -155,7 +162,7 @@ def test_constant_p_gives_the_constant_scale(method):
     """τ = 0, δ = 0: p stays at the prior through every kind of evaluation, so s⁻ = λ·prior/(1 − prior)."""
     settings = dynamic.DynamicNegative(strength=3.0, prior=0.25, temperature=0.0, method=method)
     expected = 3.0 * 0.25 / 0.75
-    assert settings.constant_scale() == pytest.approx(expected)
+    assert constant_scale(settings) == pytest.approx(expected)
     state = dynamic.DynamicNegativeState(settings)
     for i, sigma in enumerate((10.0, 4.0, 4.0, 2.0, 3.0, 1.0, 0.1)):
         x = points(seed=20 + i) * sigma
@@ -221,23 +228,22 @@ def test_scale_is_bounded_by_p_max():
 
 
 @pytest.mark.parametrize("inputs, message", [
-    ({"strength": -1.0}, "strength must be 0 or more"),
-    ({"prior": 0.0}, "prior must lie strictly between 0 and 1"),
-    ({"temperature": -0.1}, "temperature must be 0 or more"),
-    ({"p_max": 1.0}, "p_max must lie strictly between 0 and 1"),
-    ({"prior": 0.95, "p_max": 0.9}, "must not be greater than p_max"),
-    ({"offset": math.nan}, "offset must be a finite number"),
+    ({"strength": -1.0}, "strength must lie between 0 and 100, got -1."),
+    ({"prior": 0.0}, "prior must lie between 0.0001 and 0.99, got 0."),
+    ({"temperature": -0.1}, "temperature must lie between 0 and 10, got -0.1."),
+    ({"p_max": 1.0}, "p_max must lie between 0.5 and 0.999, got 1."),
+    ({"prior": 0.95, "p_max": 0.9}, "prior (0.95) must not be greater than p_max (0.9)."),
+    ({"offset": math.nan}, "offset must be a finite number."),
 ])
 def test_validation_names_node_and_input(inputs, message):
     values = {"strength": 2.0, "prior": 0.5, "temperature": 1.0, "offset": 0.0, "p_max": 0.99, **inputs}
-    problem = dynamic.validate("DynamicNegativeScale", **values)
-    assert problem is not None and problem.startswith("DynamicNegativeScale: ") and message in problem
+    problem = validation.problem("DynamicNegativeScale", dynamic.DynamicNegative(**values))
+    assert problem == f"DynamicNegativeScale: {message}"
 
 
 def test_defaults_and_presets_are_valid():
     for settings in (dynamic.DynamicNegative(), *dynamic.PRESETS.values()):
-        assert dynamic.validate("X", settings.strength, settings.prior, settings.temperature, settings.offset,
-                                settings.p_max) is None
+        assert validation.problem("X", settings) is None
 
 
 # ---- on the real host: both routes, several negatives, passes, trace ----
@@ -289,7 +295,7 @@ def test_constant_p_equals_constant_scale_patch(host, cfg, start, end):
     """prior = p, τ = 0 gives s⁻ = λ·p/(1 − p) at every evaluation: the patch with neg_scale = that scale, also
     inside a window (w(t) still gates the dynamic scale)."""
     dynamic = constant_p()
-    scale = dynamic.constant_scale()
+    scale = constant_scale(dynamic)
     ours = patch_sample(host, patched(host, -1.0, dynamic, start=start, end=end), cfg)
     reference = patch_sample(host, patched(host, scale, start=start, end=end), cfg)
     support.assert_close_to_scale(ours, reference)
@@ -299,7 +305,7 @@ def test_constant_p_equals_constant_scale_patch(host, cfg, start, end):
 
 def test_constant_p_equals_constant_scale_guider_and_extra_negatives(host):
     dynamic = constant_p()
-    scale = dynamic.constant_scale()
+    scale = constant_scale(dynamic)
     extra_dynamic = constant_p(strength=40.0, p=0.5)  # s = 40
     ours = guider_sample(host, guided(host, -1.0, dynamic, extras=extra_negative(host, 0.0, extra_dynamic)))
     reference = guider_sample(host, guided(host, scale, extras=extra_negative(host, 40.0)))
@@ -314,7 +320,7 @@ def test_dynamic_scale_moves_the_samples(host):
     nodes, dynamic = pack()
     settings = dynamic.DynamicNegative(strength=8.0, prior=0.5, temperature=10.0)
     ours = patch_sample(host, patched(host, -1.0, settings))
-    reference = patch_sample(host, patched(host, settings.constant_scale()))
+    reference = patch_sample(host, patched(host, constant_scale(settings)))
     support.assert_changed(ours, reference)
 
 
@@ -329,7 +335,7 @@ def test_no_extra_model_passes(host):
 
     dynamic = constant_p()
     ours = passes(dynamic, -1.0, extra_negative(host, 0.0, constant_p(2.0, 0.5)))
-    reference = passes(None, dynamic.constant_scale(), extra_negative(host, 2.0))
+    reference = passes(None, constant_scale(dynamic), extra_negative(host, 2.0))
     assert ours == reference
     assert len(ours) == STEPS and {conds for _, conds in ours[:STEPS // 2]} == {(0, 1, 2, 3)}
     assert {conds for _, conds in ours[STEPS // 2:]} == {(0, 2, 3)}
@@ -372,7 +378,7 @@ def test_dynamic_node_builds_settings_and_presets(host):
     paper = nodes.DynamicNegativeScale.execute("Stable Diffusion (paper)", 1.5, 0.2, 0.5, 0.0, 0.9).result[0]
     assert paper.prior == 0.01 and paper.strength == 20.0 and paper.method == "published"
     assert nodes.DynamicNegativeScale.validate_inputs(preset="none").startswith("DynamicNegativeScale: preset")
-    with pytest.raises(ValueError, match="DynamicNegativeScale: prior must lie between 0.0001 and 0.99, got 1.0"):
+    with pytest.raises(ValueError, match=r"^DynamicNegativeScale: prior must lie between 0\.0001 and 0\.99, got 1\.$"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 1.0, 1.0, 0.0, 0.9)  # as a link would bring it
     with pytest.raises(ValueError, match=r"DynamicNegativeScale: prior \(0.95\) must not be greater than p_max"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.95, 1.0, 0.0, 0.9)
@@ -382,9 +388,9 @@ def test_dynamic_node_builds_settings_and_presets(host):
 
 def test_dynamic_adds_no_sync_while_sampling(host):
     """Only the sigma read per evaluation (as with constant scales), with a trace recording p and s⁻."""
-    import test_sync as sync
+    import sync_support as sync
 
-    trace = sync.new_trace()
+    trace = support.pack_module("nodes.trace_nodes").NegativeGuidanceTrace.execute().result[0]
     model = patched(host, -1.0, pack()[1].DynamicNegative(strength=2.0), extra_negative(host, 0.0, constant_p()),
                     trace=trace)
     assert sync.CountingEuler().sample(host, sync.stock_guider(host, model)) == [1] * sync.STEPS
@@ -421,7 +427,7 @@ def test_a_sampler_changing_x_in_place_leaves_the_next_update_alone(host):
 
     nodes, dynamic = pack()
     settings = dynamic.DynamicNegative(strength=8.0, prior=0.5, temperature=10.0)
-    constant = guided(host, settings.constant_scale())
+    constant = guided(host, constant_scale(settings))
     assert torch.equal(in_place_sample(constant), guider_sample(host, constant))
     dynamic_scale = guided(host, -1.0, settings)
     assert torch.equal(in_place_sample(dynamic_scale), guider_sample(host, dynamic_scale))
@@ -435,5 +441,5 @@ def test_constant_p_at_the_largest_settings_equals_constant_scale_under_a_cfg_pa
     dynamic = pack()[1].DynamicNegative(strength=100.0, prior=0.05, temperature=0.0, p_max=0.999)
     rescaled = RescaleCFG().patch(host.model, 0.7)[0]
     ours = patch_sample(host, patched(host, -1.0, dynamic, model=rescaled))
-    reference = patch_sample(host, patched(host, dynamic.constant_scale(), model=rescaled))
+    reference = patch_sample(host, patched(host, constant_scale(dynamic), model=rescaled))
     support.assert_close_to_scale(ours, reference)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import support
+from compat_support import three_way_reference, window_of_steps
 from support import PassCounter, custom_advanced, ksampler, ksampler_sigmas, patch
 
 SAMPLERS = ["euler", "dpmpp_2m", "heun", "uni_pc"]
@@ -137,37 +138,10 @@ def test_patch_equals_guider(host, stock_run, sampler, settings):
 
 # ---- 5. a partial window ≡ an independent per-step reference ----
 
-def reference_model(model, empty, cfg, neg_scale, window_weight_of_step):
-    """Stock KSampler(positive, negative) with a sampler_cfg_function that evaluates ∅ on its own (like ComfyUI's
-    old PerpNeg node) and applies the three-way formula with w taken from the step whose interval (σ_{i+1}, σ_i]
-    holds sigma."""
-    import comfy.sampler_helpers
-    import comfy.samplers
-
-    empty_conds = comfy.sampler_helpers.convert_cond(empty)
-    reference = model.clone()
-
-    def three_way(args):
-        x, sigma, inner_model = args["input"], args["sigma"], args["model"]
-        cond, negative = args["cond_denoised"], args["uncond_denoised"]
-        run_sigmas = args["model_options"]["transformer_options"]["sample_sigmas"].tolist()
-        value = float(sigma[0])
-        step = max(i for i, s in enumerate(run_sigmas[:-1]) if s >= value - 1e-6)
-        weight = window_weight_of_step(step, len(run_sigmas) - 1)
-        encoded = comfy.samplers.encode_model_conds(inner_model.extra_conds, empty_conds, x, x.device, "negative")
-        (empty_pred,) = comfy.samplers.calc_cond_batch(inner_model, [encoded], x, sigma, args["model_options"])
-        denoised = empty_pred + cfg * (cond - empty_pred) - neg_scale * weight * (negative - empty_pred)
-        return x - denoised
-
-    reference.set_model_sampler_cfg_function(three_way)
-    return reference
-
-
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_partial_window_equals_reference(host, sampler):
     steps, first, last, neg_scale = 10, 3, 7, 4.0  # negative on steps 3..6 of 10
-    reference = reference_model(host.model, host.empty, CFG, neg_scale,
-                                lambda step, total: 1.0 if first <= step < last else 0.0)
+    reference = three_way_reference(host.model, host.empty, CFG, neg_scale, window_of_steps(first, last))
     expected = ksampler(reference, host.positive, host.negative, CFG, sampler, steps, latent=host.latent)
     ours = ksampler(patch(host.model, neg_scale, first / steps, last / steps, empty=host.empty), host.positive,
                     host.negative, CFG, sampler, steps, latent=host.latent)
@@ -186,7 +160,7 @@ def test_linear_ramp_equals_reference(host):
             return 0.0
         return min(1.0, (progress - start) / width, (end - progress) / width)
 
-    reference = reference_model(host.model, host.empty, CFG, neg_scale, ramp_weight)
+    reference = three_way_reference(host.model, host.empty, CFG, neg_scale, ramp_weight)
     expected = ksampler(reference, host.positive, host.negative, CFG, "euler", steps, latent=host.latent)
     ours = ksampler(patch(host.model, neg_scale, start, end, ramp="linear", ramp_width=width, empty=host.empty),
                     host.positive, host.negative, CFG, "euler", steps, latent=host.latent)

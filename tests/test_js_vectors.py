@@ -55,7 +55,7 @@ def progress_values(start: float, end: float, ramp_width: float) -> list[float]:
 
 
 def build_vectors() -> dict:
-    schedule = load_pure_module("nodes/schedule.py", "negguide_schedule_for_vectors")
+    schedule = load_pure_module("nodes/schedule.py")
     cases = []
     for start, end, ramp, ramp_width in WINDOWS:
         window = schedule.Window(start, end, ramp, ramp_width)
@@ -71,7 +71,7 @@ def build_vectors() -> dict:
     }
 
 
-# Settings for schedule.validate: each problem it names (the graph shows the same sentence on the node), values
+# Settings for validation.inputs_problem: each problem it names (the graph shows the same sentence on the node), values
 # the UI rounds, "follow cfg" values, and unknown (linked) values.
 VALID = {"cfg": 7.5, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps", "ramp": "hard",
          "ramp_width": 0.0}
@@ -97,12 +97,12 @@ VALIDATION_CASES = [
 
 
 def build_validation_vectors() -> list:
-    schedule = load_pure_module("nodes/schedule.py", "negguide_schedule_for_vectors")
+    validation = load_pure_module("nodes/validation.py")
     cases = []
     for node, follows_cfg in (("NegativeGuidanceGuider", True), ("ExtraNegative", False)):
         for changes, empty in VALIDATION_CASES + [({"neg_scale": -1.0}, None), ({"neg_scale": 2.0}, None)]:
             values = {**VALID, **changes}
-            problem = schedule.validate(node, *values.values(), empty, follows_cfg=follows_cfg)
+            problem = validation.inputs_problem(node, *values.values(), empty, follows_cfg=follows_cfg)
             cases.append({"node": node, "follows_cfg": follows_cfg, "values": values, "empty_connected": empty,
                           "problem": problem})
     return cases

@@ -1,5 +1,6 @@
 """The r_t attention probe on the tiny SD1.5 UNet and the real SD1 tokenizer (tiny random CLIP)."""
 
+import dataclasses
 import json
 import math
 
@@ -23,10 +24,9 @@ def trace_nodes():
     return support.pack_module("nodes.trace_nodes")
 
 
-def make(host, model=None, positive_word="woman", negative_word="glasses", layers="non_middle", keep_maps=False,
-         map_size=64):
+def make(host, model=None, positive_word="woman", negative_word="glasses", layers="non_middle", map_size=64):
     return trace_nodes().make_probe(model or host.model, host.clip, POSITIVE_TEXT, NEGATIVE_TEXT, positive_word,
-                                    negative_word, map_size, layers, keep_maps)
+                                    negative_word, map_size, layers)
 
 
 # ---- words → token positions ----
@@ -116,14 +116,30 @@ def test_sequential_evaluation_gives_the_same_r_t(host):
         ksampler(patched, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
         ratios[evaluation] = [e.ratio() for e in probe.last_run.evaluations]
     assert len(ratios["sequential"]) == STEPS
-    assert ratios["sequential"] == pytest.approx(ratios["batched"], rel=1e-3)
+    assert ratios["sequential"] == pytest.approx(ratios["batched"], rel=support.RELATIVE_TOLERANCE)
 
 
-def test_one_layer_map_equals_independent_softmax(host):
+def test_one_layer_map_equals_independent_softmax(host, monkeypatch):
     """Layer input_blocks[1] (8×8): the probe's map of 'glasses' in the negative branch against softmax(QKᵀ/√d)
     computed here from the layer's weights and its captured inputs."""
-    probed, probe = make(host, keep_maps=True)
+    lib = probe_lib()
+    probed, probe = make(host)
     attn2 = host.model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2
+    # What the probe computes for this layer, in order: its attention probabilities (per prompt) and the maps it
+    # takes the norm of (the word's map first, then the word-restricted one).
+    seen, original_probabilities, original_norm = [], lib.attention_probabilities, lib.frobenius_upsampled
+
+    def probabilities(module, n, context, heads, dim_head):
+        if module is attn2:
+            seen.append(("context", context.detach().clone()))
+        return original_probabilities(module, n, context, heads, dim_head)
+
+    def norm(maps, height, width, size):
+        seen.append(("map", maps.detach().clone()))
+        return original_norm(maps, height, width, size)
+
+    monkeypatch.setattr(lib, "attention_probabilities", probabilities)
+    monkeypatch.setattr(lib, "frobenius_upsampled", norm)
     captured = []
 
     def capture(module, args, kwargs):
@@ -146,15 +162,16 @@ def test_one_layer_map_equals_independent_softmax(host):
     probabilities = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d), dim=-1).mean(0)  # (64, 77)
     expected = probabilities[:, 1].reshape(8, 8).detach()  # 'glasses' is token 1 of the negative prompt
 
-    maps = [m for m in probe.last_run.evaluations[0].maps
-            if m["block"] == ("input", 1) and m["branch"] == "negative"]
-    assert len(maps) == 1
-    torch.testing.assert_close(maps[0]["map"][0], expected, rtol=1e-5, atol=1e-6)
+    negative_calls = [i for i, (kind, value) in enumerate(seen)
+                      if kind == "context" and torch.equal(value[0], negative_context[0])]
+    assert len(negative_calls) == 1
+    kind, probe_map = seen[negative_calls[0] + 1]  # the word's map, the first norm taken after it
+    assert kind == "map"
+    torch.testing.assert_close(probe_map[0].reshape(8, 8), expected, rtol=1e-5, atol=1e-6)
     assert float(expected.sum()) > 0  # a real map, not zeros
     # Its Frobenius norm after upsampling to 64×64, as summed into r_t:
     upsampled = torch.nn.functional.interpolate(expected[None, None], size=(64, 64), mode="bilinear")
-    assert float(probe_lib().frobenius_upsampled(maps[0]["map"].reshape(1, -1), 8, 8, 64)[0]) == pytest.approx(
-        float(upsampled.norm()), rel=1e-5)
+    assert float(original_norm(probe_map, 8, 8, 64)[0]) == pytest.approx(float(upsampled.norm()), rel=1e-5)
 
 
 def test_plot_node(host):
@@ -163,7 +180,11 @@ def test_plot_node(host):
     latent = {"samples": ksampler(probed, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)}
     output = trace_nodes().NegativeGuidanceProbePlot.execute(probe, latent)
     image, text, passed = output.result
-    assert image.shape[0] == 1 and image.shape[-1] == 3 and float(image.std()) > 0.01
+    assert image.shape[0] == 1 and image.shape[-1] == 3
+    # Both r_t curves are drawn, against the same plot of the run with no evaluations (their legend entries only).
+    empty = probe_lib().render_probe(probe, dataclasses.replace(probe.last_run, pending=[], recorded=[]))
+    for colour in ("tab:red", "tab:purple"):
+        assert support.colour_pixels(image, colour) > support.colour_pixels(empty, colour) + 200, colour
     data = json.loads(text)
     assert data["negative_word"] == "glasses" and len(data["run"]["evaluations"]) == STEPS
     assert all(e["r_t"] > 0 for e in data["run"]["evaluations"])

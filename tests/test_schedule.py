@@ -1,4 +1,4 @@
-"""The pure maths and schedules (nodes/schedule.py), with no ComfyUI and no torch."""
+"""The pure maths, schedules and validation (nodes/schedule.py, nodes/validation.py), with no ComfyUI and no torch."""
 
 import math
 
@@ -6,8 +6,14 @@ import pytest
 
 from support import load_pure_module
 
-schedule = load_pure_module("nodes/schedule.py", "negative_guidance_schedule")
+schedule = load_pure_module("nodes/schedule.py")
+validation = load_pure_module("nodes/validation.py")
 Window = schedule.Window
+
+
+def one_negative(cfg, neg_scale, window=Window(), dynamic=None):
+    """The settings of a guidance node with its own negative only, as the nodes build them."""
+    return schedule.GuidanceSettings(cfg, (schedule.NegativeTerm.main(neg_scale, window, "steps", dynamic),))
 
 
 def research_steps(window, steps=30):
@@ -75,7 +81,7 @@ class TestCoefficients:
     def test_no_blend_where_it_would_lose_the_guidance_to_rounding(self, cfg, s, has_blend):
         """Near s⁺ = 1 a run whose α = s/(s⁺ − 1) would exceed MAX_BLEND goes without u* (same formula, the
         negative term after the hooks); decided per run, so a ramp (w < 1 here) does not switch ways."""
-        k = schedule.GuidanceSettings(cfg, s, Window()).at([0.5])
+        k = one_negative(cfg, s).at([0.5])
         assert (k.blends is not None) == has_blend
         if has_blend and s >= 0:
             assert k.blends[0] == pytest.approx(0.5 * s / (cfg - 1.0))
@@ -83,7 +89,7 @@ class TestCoefficients:
     @pytest.mark.parametrize("cfg, has_blend", [(6.0, True), (1.5, True), (1.001, False)])
     def test_a_dynamic_scale_counts_at_its_largest(self, cfg, has_blend):
         """λ·p_max/(1 − p_max) = 198 only matters near s⁺ = 1: at any cfg the widget gives, u* stays."""
-        k = schedule.GuidanceSettings(cfg, 0.0, Window(), dynamic=DynamicSettings()).at([1.0])
+        k = one_negative(cfg, 0.0, dynamic=DynamicSettings()).at([1.0])
         assert (k.blends is not None) == has_blend
 
     def test_weights_reproduce_the_formula(self):
@@ -91,7 +97,8 @@ class TestCoefficients:
         for cfg, s in ((7.0, 6.0), (7.0, 2.5), (1.0, 3.0), (5.0, 0.0), (1.0, 0.0)):
             k = schedule.StepCoefficients(cfg, (s,))
             expected = e + cfg * (c - e) - s * (n - e)
-            assert k.positive_weight * c - k.negatives[0] * n + k.empty_weight * e == pytest.approx(expected)
+            empty_weight = 1.0 - k.positive_weight + k.negatives[0]
+            assert k.positive_weight * c - k.negatives[0] * n + empty_weight * e == pytest.approx(expected)
 
     def test_blend_makes_each_step_plain_cfg(self):
         c, n, e = 0.7, -1.3, 0.2
@@ -116,8 +123,8 @@ class TestCoefficients:
         """A dynamic main negative: sᵢ = wᵢ·fᵢ, fᵢ known only after the model pass (here a number per sample);
         ∅ is needed wherever it acts, even where a constant sᵢ = s⁺ − 1 would have let ∅ drop out (cfg 2)."""
         c, n, e, factor = 0.7, -1.3, 0.2, 3.0
-        settings = schedule.GuidanceSettings(cfg, schedule.NEG_SCALE_FOLLOWS_CFG, Window(), dynamic=DynamicSettings())
-        assert not settings.follows_cfg and settings.needs_empty()
+        settings = one_negative(cfg, schedule.NEG_SCALE_FOLLOWS_CFG, dynamic=DynamicSettings())
+        assert not settings.main.follows_cfg and settings.needs_empty()
         k = settings.at([weight])
         acts = weight > 0.0
         assert k.needs_factors == (acts,) and k.needs_negatives == (acts,) and k.needs_empty == (acts or cfg != 1.0)
@@ -131,9 +138,10 @@ class TestCoefficients:
             assert u + cfg * (c - u) == pytest.approx(expected)
 
     def test_follow_cfg(self):
-        settings = schedule.GuidanceSettings(7.5, schedule.NEG_SCALE_FOLLOWS_CFG, Window())
-        assert settings.negative_scale == 6.5
-        assert not settings.needs_empty()
+        for neg_scale in (schedule.NEG_SCALE_FOLLOWS_CFG, -0.1):  # any negative value follows cfg
+            settings = one_negative(7.5, neg_scale)
+            assert settings.main.follows_cfg and settings.scales == (6.5,)
+            assert not settings.needs_empty()
 
     @pytest.mark.parametrize("cfg, neg_scale, window, needs", [
         (7.0, -1.0, Window(), False),
@@ -147,7 +155,7 @@ class TestCoefficients:
         (7.0, 6.0, Window(0.5, 0.5), True),     # empty window
     ])
     def test_needs_empty(self, cfg, neg_scale, window, needs):
-        assert schedule.GuidanceSettings(cfg, neg_scale, window).needs_empty() == needs
+        assert one_negative(cfg, neg_scale, window).needs_empty() == needs
 
 
 class TestProgressMaps:
@@ -183,7 +191,7 @@ class TestValidation:
     node = "NegativeGuidanceGuider"
 
     def check(self, cfg=7.0, neg_scale=-1.0, start=0.0, end=1.0, unit="steps", ramp="hard", width=0.0, empty=True):
-        return schedule.validate(self.node, cfg, neg_scale, start, end, unit, ramp, width, empty)
+        return validation.inputs_problem(self.node, cfg, neg_scale, start, end, unit, ramp, width, empty)
 
     def test_defaults_are_valid(self):
         assert self.check() is None
@@ -222,12 +230,11 @@ class TestValidation:
             assert "connect 'empty'" in self.check(neg_scale=neg_scale, start=0.2, empty=False)
 
     def test_extra_negative_scale_starts_at_zero(self):
-        problem = schedule.validate("ExtraNegative", None, -1.0, 0.0, 1.0, "steps", "hard", 0.0, None,
-                                    follows_cfg=False)
-        assert problem == "ExtraNegative: neg_scale must lie between 0 and 100, got -1."
+        term = schedule.NegativeTerm(-1.0, Window())
+        assert validation.problem("ExtraNegative", term) == "ExtraNegative: neg_scale must lie between 0 and 100, got -1."
 
     def test_unknown_values_are_not_checked(self):
-        assert schedule.validate(self.node, None, None, None, None, None, None, None, None) is None
+        assert validation.inputs_problem(self.node, None, None, None, None, None, None, None, None) is None
 
 
 def test_steps_are_numbered_from_one_and_extra_evaluations_sit_between():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import support
+from compat_support import three_way_reference, window_of_steps
 from support import PassCounter, custom_advanced, guider, ksampler, ksampler_sigmas, patch
 
 CFG = 5.0
@@ -20,35 +21,6 @@ def node_classes():
 def extra(conditioning, scale, start=0.0, end=1.0, ramp="hard", width=0.0, unit="steps", previous=None):
     return node_classes().ExtraNegative.execute(conditioning, scale, start, end, unit, ramp, width,
                                                 extra_negatives=previous).result[0]
-
-
-def reference_model(model, empty, extras, cfg, main_scale, weight_of_step):
-    """Stock KSampler(y, ỹ) plus a sampler_cfg_function that evaluates ∅ and each extra negative on its own and
-    applies eps = e + s⁺(c − e) − s⁻(n − e) − Σ sᵢ·wᵢ(step)·(nᵢ − e); the step is found from sigma independently."""
-    import comfy.sampler_helpers
-    import comfy.samplers
-
-    others = [comfy.sampler_helpers.convert_cond(empty)] + [comfy.sampler_helpers.convert_cond(c) for c, _ in extras]
-    reference = model.clone()
-
-    def guidance(args):
-        x, sigma, inner_model = args["input"], args["sigma"], args["model"]
-        cond, negative = args["cond_denoised"], args["uncond_denoised"]
-        run_sigmas = args["model_options"]["transformer_options"]["sample_sigmas"].tolist()
-        step = max(i for i, s in enumerate(run_sigmas[:-1]) if s >= float(sigma[0]) - 1e-6)
-        predictions = []
-        for conds in others:
-            encoded = comfy.samplers.encode_model_conds(inner_model.extra_conds, conds, x, x.device, "negative")
-            predictions.extend(comfy.samplers.calc_cond_batch(inner_model, [encoded], x, sigma, args["model_options"]))
-        empty_pred, extra_preds = predictions[0], predictions[1:]
-        denoised = empty_pred + cfg * (cond - empty_pred) - main_scale * (negative - empty_pred)
-        for (scale, first, last), extra_pred in zip(weight_of_step, extra_preds):
-            if first <= step < last:
-                denoised = denoised - scale * (extra_pred - empty_pred)
-        return x - denoised
-
-    reference.set_model_sampler_cfg_function(guidance)
-    return reference
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +37,8 @@ def hat(host):
 def test_two_extra_negatives_equal_reference(host, blurry, hat, sampler):
     # Main negative everywhere at 2.0; "blurry" everywhere at 1.5; "a hat" late and weak: steps 6..9 at 0.8.
     chain = extra(hat, 0.8, 0.6, 1.0, previous=extra(blurry, 1.5))
-    reference = reference_model(host.model, host.empty, chain, CFG, 2.0, [(1.5, 0, STEPS), (0.8, 6, STEPS)])
+    reference = three_way_reference(host.model, host.empty, CFG, 2.0, extras=[
+        (blurry, 1.5, window_of_steps(0, STEPS)), (hat, 0.8, window_of_steps(6, STEPS))])
     expected = ksampler(reference, host.positive, host.negative, CFG, sampler, STEPS, latent=host.latent)
 
     passes = PassCounter()

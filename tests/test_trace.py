@@ -1,6 +1,7 @@
 """The guidance trace on the real host: it changes no sample, works on both routes, and its numbers equal an
 independent computation from the predictions captured at the model call itself."""
 
+import dataclasses
 import json
 import math
 
@@ -90,12 +91,23 @@ def test_guider_route_same_samples_with_and_without_trace(host):
     assert trace.last_run.sigmas == pytest.approx(sigmas.tolist())
 
 
-def test_no_trace_means_no_observer(host):
-    guidance = support.pack_module("nodes.guidance")
-    plan = nodes().plan_from(CFG, 2.0, 0.0, 1.0, "steps", "hard", 0.0, host.empty, None, "batched")
-    run = plan.begin_run(plan.settings, host.model, ksampler_sigmas(host.model, "euler", STEPS), "test")
-    assert plan.trace is None and run.observer is None
-    assert isinstance(run, guidance.RunSchedule)
+def test_no_trace_means_nothing_is_measured(host, monkeypatch):
+    """Without a trace the per-evaluation measurement never runs; with one it runs once per evaluation (so the
+    count below sees it)."""
+    trace_module = support.pack_module("nodes.trace")
+    calls, original = [], trace_module.measure
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trace_module, "measure", counted)
+    ksampler(patch(host.model, NEG_SCALE, empty=host.empty), host.positive, host.negative, CFG, "euler", STEPS,
+             latent=host.latent)
+    assert calls == []
+    ksampler(patch(host.model, NEG_SCALE, empty=host.empty, trace=new_trace()), host.positive, host.negative, CFG,
+             "euler", STEPS, latent=host.latent)
+    assert len(calls) == STEPS
 
 
 # ---- the numbers equal an independent computation ----
@@ -116,7 +128,7 @@ def test_recorded_numbers_equal_independent_computation(host, route):
     assert len(evaluations) == len(tap.calls) == STEPS
     for i, (record, (sigma, preds)) in enumerate(zip(evaluations, tap.calls)):
         assert record.step == i + 1 and record.index == i  # steps are numbered from 1
-        assert record.sigma == pytest.approx(sigma) == pytest.approx(float(sigmas[i]))
+        assert record.sigma == pytest.approx(sigma) and sigma == pytest.approx(float(sigmas[i]))
         assert record.cond_scale == CFG
         inside = i / STEPS < end
         assert record.negative_scales == (pytest.approx(neg_scale if inside else 0.0),)
@@ -160,7 +172,11 @@ def test_plot_node_image_json_and_ui(host):
     output = trace_nodes().NegativeGuidanceTracePlot.execute(trace, latent, "step")
     image, text, passed = output.result
     assert image.shape[0] == 1 and image.shape[-1] == 3 and image.shape[1] > 200
-    assert float(image.std()) > 0.01  # something was drawn
+    # The curves are drawn: s⁻·w(t) (red) and the negative/positive ratio (purple), against the same plot of the
+    # run with no evaluations, which has only their legend entries.
+    empty = support.pack_module("nodes.trace").render_run(dataclasses.replace(trace.last_run, pending=[], recorded=[]))
+    for colour in ("tab:red", "tab:purple"):
+        assert support.colour_pixels(image, colour) > support.colour_pixels(empty, colour) + 200, colour
     data = json.loads(text)
     assert len(data["evaluations"]) == 2 * STEPS - 1 and data["cfg"] == CFG
     assert all(math.isfinite(e["ratio"]) for e in data["evaluations"])

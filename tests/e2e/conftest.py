@@ -10,6 +10,11 @@ from e2e.comfy_server import ComfyServer
 
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
+    from conftest import missing_host
+
+    reason = missing_host()
+    if reason:
+        pytest.skip(f"end-to-end tests: {reason} (scripts/host.sh test sets them up)")
     with ComfyServer(tmp_path_factory.mktemp("comfyui-base")) as server:
         yield server
 

@@ -185,12 +185,12 @@ def test_neg_scale_arrows_never_make_a_refused_value(renderer, comfy_server, chr
 
 
 def server_sentence(node: str, **values) -> str:
-    """What nodes/schedule.py validate says (the server's sentence) for these settings."""
-    schedule = load_pure_module("nodes/schedule.py", "negguide_schedule_for_browser_tests")
+    """What nodes/validation.py says (the server's sentence) for these settings."""
+    validation = load_pure_module("nodes/validation.py")
     settings = {"cfg": None, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps",
                 "ramp": "hard", "ramp_width": 0.0, **values}
     empty = settings.pop("empty", None)
-    return schedule.validate(node, *settings.values(), empty)
+    return validation.inputs_problem(node, *settings.values(), empty)
 
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)

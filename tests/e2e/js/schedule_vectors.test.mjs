@@ -38,8 +38,3 @@ test("samplePoints puts a sample on both sides of each hard edge", () => {
   assert.ok(points[startIndex] - points[startIndex - 1] < 1e-6, "the rise is vertical, not spread over a column");
 });
 
-test("negativeScale follows cfg only for -1", () => {
-  assert.equal(schedule.negativeScale(7, -1), 6);
-  assert.equal(schedule.negativeScale(null, -1), null);
-  assert.equal(schedule.negativeScale(null, 4), 4);
-});
