@@ -199,27 +199,54 @@ def install_hooks():
             self._previous = None
             result = self.scale()
         else:
-            if toy is not None:  # a tracker told the exact ODE divergence term (what Hutchinson would estimate)
-                self._divergence_oracle = lambda x, sigma: exact_laplacian_difference(toy, x.double(), sigma)
             result = original(self, evaluation, negative_pred)
         if RECORDING[0]:
             RECORD.append((evaluation.sigma, evaluation.x.double().clone(), self.p.double().clone()))
         return result
 
+    kernel_evidence = state_class._kernel_evidence
+
+    def kernel_with_divergence(self, previous, current, p):
+        # An ODE path lacks the Itô term: add −½(σ_a² − σ_b²)·τ·(Δlog q_ỹ − Δlog q_∅)(x_a), exact from the mixture
+        # (what a Hutchinson estimate with extra model passes would approach).
+        evidence = kernel_evidence(self, previous, current, p)
+        if getattr(self.settings, "oracle_kind", None) == "between" and math.isfinite(previous[1]):
+            # The same term with only the between-concept part of the posterior covariance (no pass):
+            # Δlog q_ỹ − Δlog q_∅ ≈ −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴).
+            x_a, sigma_a, empty_a, negative_a, _ = previous
+            sigma_b = current[1]
+            q = p.clamp(max=self.settings.p_max)
+            laplacian = -q / (1 - q) * ((negative_a - empty_a) ** 2).sum(1) / sigma_a ** 4
+            evidence = evidence - 0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature * laplacian
+        if getattr(self.settings, "oracle_kind", None) == "divergence" and math.isfinite(previous[1]):
+            x_a, sigma_a, sigma_b = previous[0], previous[1], current[1]
+            laplacian = exact_laplacian_difference(self.settings.oracle_toy, x_a.double(), sigma_a)
+            evidence = evidence - (0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature
+                                   * laplacian).to(evidence.dtype)
+        return evidence
+
     state_class.update_from = update_from
+    state_class._kernel_evidence = kernel_with_divergence
     state_class._family_hooked = True
 
 
 RECORDING = [False]
 
 
-def method_settings(method: str, toy):
-    """The dynamic negative's settings at the defaults for one method ('oracle': the exact p)."""
+STOCHASTIC = ("euler_ancestral", "dpmpp_sde", "dpmpp_2s_ancestral")
+
+
+def method_settings(method: str, toy, sampler: str):
+    """The dynamic negative's settings at the defaults for one method ('oracle': the exact p; 'M+divergence': method
+    M with the exact divergence term on ODE samplers)."""
     dynamic = bench.dynamic_module()
     if method == ORACLE:
         return _tagged(dynamic.DynamicNegative(), toy, ORACLE)
-    if method.endswith("+divergence"):
-        return _tagged(dynamic.DynamicNegative(method=method.removesuffix("+divergence")), toy, "divergence")
+    for suffix, kind in (("+divergence", "divergence"), ("+between", "between"), ("+always", "between")):
+        if method.endswith(suffix):
+            settings = dynamic.DynamicNegative(method=method.removesuffix(suffix))
+            stochastic = sampler in STOCHASTIC and suffix != "+always"
+            return settings if stochastic else _tagged(settings, toy, kind)
     return dynamic.DynamicNegative(method=method)
 
 
@@ -277,7 +304,7 @@ def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm"
             for sampler in samplers:
                 for method in methods:
                     setting = bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
-                                            dynamic=method_settings(method, toy), panel=False)
+                                            dynamic=method_settings(method, toy, sampler), panel=False)
                     points = bench.sample(model, setting, samples, seed)
                     rows.append({"toy": member.index, "class": member.kind, "dims": len(toy.modes[0]),
                                  "model": kind, "sampler": sampler, "method": method, **metrics(points, toy)})
@@ -388,7 +415,7 @@ def trace(index: int, methods, samples: int, sampler: str, kind: str):
     for method in methods:
         RECORD.clear()
         RECORDING[0] = True
-        setting = bench.Setting(method, "dynamic", sampler=sampler, toy=toy, dynamic=method_settings(method, toy))
+        setting = bench.Setting(method, "dynamic", sampler=sampler, toy=toy, dynamic=method_settings(method, toy, sampler))
         points = bench.sample(model, setting, samples, SAMPLE_SEED)
         RECORDING[0] = False
         m = metrics(points, toy)
@@ -424,6 +451,8 @@ def main(argv=None):
     parser.add_argument("--kind", default="edm", help="model kind of --trace")
     parser.add_argument("--out", type=Path, help="save the rows (JSON)")
     parser.add_argument("--describe", action="store_true", help="print the family")
+    parser.add_argument("--load", default="", help="comma-separated JSON files of saved rows to tabulate (no run); "
+                                                   "'FILE:OLD=NEW' renames method OLD of that file")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     if args.describe:
@@ -434,8 +463,17 @@ def main(argv=None):
     if args.trace is not None:
         trace(args.trace, methods, args.samples, args.sampler, args.kind)
         return
-    toys = [family()[int(i)] for i in args.toys.split(",")] if args.toys else None
-    rows = run_family(methods, args.samples, toys, args.samplers.split(","), args.kinds.split(","))
+    if args.load:
+        rows = []
+        for item in args.load.split(","):
+            path, _, rename = item.partition(":")
+            old, _, new = rename.partition("=")
+            rows += [{**r, "method": new if old and r["method"] == old else r["method"]}
+                     for r in json.loads(Path(path).read_text())]
+        rows = [r for r in rows if r["method"] in methods]
+    else:
+        toys = [family()[int(i)] for i in args.toys.split(",")] if args.toys else None
+        rows = run_family(methods, args.samples, toys, args.samplers.split(","), args.kinds.split(","))
     if args.out:
         args.out.write_text(json.dumps(rows))
     print(summary_table(rows, methods))
