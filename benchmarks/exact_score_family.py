@@ -240,6 +240,15 @@ def method_settings(method: str, toy, sampler: str):
     """The dynamic negative's settings at the defaults for one method ('oracle': the exact p; 'M+divergence': method
     M with the exact divergence term on ODE samplers)."""
     dynamic = bench.dynamic_module()
+    if method.endswith("@prior"):  # the same method told the toy's exact p(ỹ) as its prior (calibration apart)
+        settings = method_settings(method.removesuffix("@prior"), toy, sampler)
+        weights, negative = toy.weights, toy.concepts["negative"]
+        prior = min(sum(w * m for w, m in zip(weights, negative)) / sum(weights), settings.p_max)
+        exact = replace(settings, prior=prior)
+        for name in ("oracle_toy", "oracle_kind"):
+            if hasattr(settings, name):
+                object.__setattr__(exact, name, getattr(settings, name))
+        return exact
     if method == ORACLE:
         return _tagged(dynamic.DynamicNegative(), toy, ORACLE)
     for suffix, kind in (("+divergence", "divergence"), ("+between", "between"), ("+always", "between")):

@@ -12,6 +12,8 @@ from . import dynamic, schedule
 DynamicNegativeSettings = io.Custom("NEGATIVE_GUIDANCE_DYNAMIC")
 CUSTOM = "custom (the inputs below)"
 PRESET_NAMES = (CUSTOM, *dynamic.PRESETS)
+# The `update` input (optional, last): how p is tracked. Label → DynamicNegative.method.
+UPDATES = {"mixture (default)": "mixture", "Itô (any path)": "ito", "published DNG": "published"}
 NODE = "DynamicNegativeScale"
 # The number inputs' bounds. ComfyUI checks them for widget values (one error, on the input); execute checks them
 # again for values that arrived through links.
@@ -23,11 +25,13 @@ DYNAMIC_TOOLTIP = ("Optional: a Dynamic Negative Scale (experimental). This nega
                    "neg_scale is ignored, the window still gates it. Needs 'empty' connected on the main node.")
 
 
-def settings_from(preset, strength, prior, temperature, offset, p_max) -> dynamic.DynamicNegative:
+def settings_from(preset, strength, prior, temperature, offset, p_max,
+                  update=None) -> dynamic.DynamicNegative:
     if preset != CUSTOM:
         return dynamic.PRESETS[preset]
+    method = UPDATES[update] if update is not None else dynamic.DynamicNegative.method
     return dynamic.DynamicNegative(strength=float(strength), prior=float(prior), temperature=float(temperature),
-                                   offset=float(offset), p_max=float(p_max))
+                                   offset=float(offset), p_max=float(p_max), method=method)
 
 
 class DynamicNegativeScale(io.ComfyNode):
@@ -70,6 +74,11 @@ class DynamicNegativeScale(io.ComfyNode):
                 io.Float.Input("p_max", default=defaults.p_max, min=BOUNDS["p_max"][0],
                                max=BOUNDS["p_max"][1], step=0.01, round=0.001,
                                tooltip="p is clipped here, so s⁻ never exceeds λ·p_max/(1 - p_max)."),
+                io.Combo.Input("update", options=list(UPDATES), default=next(iter(UPDATES)), optional=True,
+                               tooltip="How p is tracked along the run (docs/dynamic_negative.md). mixture: this "
+                                       "pack's default. Itô: the Itô density estimator, valid for a sample on any "
+                                       "path, with the term an ODE sampler lacks estimated from the predictions. "
+                                       "published: DNG as published. Ignored by a preset."),
             ],
             outputs=[DynamicNegativeSettings.Output(
                 display_name="dynamic",
@@ -78,21 +87,23 @@ class DynamicNegativeScale(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset=None):
-        # Only the preset (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
+    def validate_inputs(cls, preset=None, update=None):
+        # Only the choices (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
         # this function takes and stops checking those inputs' min/max, so the numbers are checked in execute.
-        return schedule.choice_problem(NODE, "preset", preset, PRESET_NAMES) or True
+        return (schedule.choice_problem(NODE, "preset", preset, PRESET_NAMES)
+                or schedule.choice_problem(NODE, "update", update, tuple(UPDATES)) or True)
 
     @classmethod
-    def execute(cls, preset, strength, prior, temperature, offset, p_max) -> io.NodeOutput:
+    def execute(cls, preset, strength, prior, temperature, offset, p_max, update=None) -> io.NodeOutput:
         # Values that arrived through links were not checked before the run: check them now.
         values = {"strength": strength, "prior": prior, "temperature": temperature, "offset": offset, "p_max": p_max}
         problem = next((f"{NODE}: {name} must lie between {BOUNDS[name][0]} and {BOUNDS[name][1]}, got {value}."
                         for name, value in values.items() if not BOUNDS[name][0] <= value <= BOUNDS[name][1]), None)
-        problem = problem or dynamic.validate(NODE, strength, prior, temperature, offset, p_max)
+        problem = (problem or dynamic.validate(NODE, strength, prior, temperature, offset, p_max)
+                   or schedule.choice_problem(NODE, "update", update, tuple(UPDATES)))
         if problem:
             raise ValueError(problem)
-        return io.NodeOutput(settings_from(preset, strength, prior, temperature, offset, p_max))
+        return io.NodeOutput(settings_from(preset, strength, prior, temperature, offset, p_max, update))
 
 
 NODES = [DynamicNegativeScale]

@@ -380,6 +380,21 @@ def test_dynamic_node_builds_settings_and_presets(host):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 1.5)
 
 
+def test_dynamic_node_update_input_is_optional_and_last(host):
+    """Saved workflows keep loading: `update` is an optional input after the others; absent, the default update."""
+    nodes = support.pack_module("nodes.dynamic_nodes")
+    dynamic = support.pack_module("nodes.dynamic")
+    schema = nodes.DynamicNegativeScale.define_schema()
+    assert [i.id for i in schema.inputs] == ["preset", "strength", "prior", "temperature", "offset", "p_max", "update"]
+    assert schema.inputs[-1].optional
+    assert nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9).result[0].method == "mixture"
+    ito = nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9, update="Itô (any path)").result[0]
+    assert ito == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9, method="ito")
+    assert nodes.DynamicNegativeScale.validate_inputs(update="x").startswith("DynamicNegativeScale: update")
+    with pytest.raises(ValueError, match="DynamicNegativeScale: update must be one of"):
+        nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 0.9, update="x")
+
+
 def test_dynamic_adds_no_sync_while_sampling(host):
     """Only the sigma read per evaluation (as with constant scales), with a trace recording p and s⁻."""
     import test_sync as sync
