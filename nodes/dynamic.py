@@ -56,7 +56,14 @@ TWEEDIE_SIGMA = 20.0
 # Two sigmas closer than this (relative) are "the same" (Heun's corrector and the next step's first evaluation).
 SAME_SIGMA = 1e-6
 
-METHODS = ("mixture", "published")
+# The state of the "ito" method is log p, kept within ±this (a safety bound far outside any p that changes s⁻): p itself
+# is clipped to [p_min, p_max] only where it is used, so evidence beyond p_max is not thrown away.
+LOG_P_BOUND = 30.0
+
+# ito: the first steps, over which the sampler's fresh noise per step is measured (see _measure_noise).
+NOISE_STEPS = 8
+
+METHODS = ("mixture", "published", "ito")
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ class DynamicNegativeState:
         self.log_odds = None  # (N,) tensor: logit p (mixture) or log p (published); None before the first evaluation
         self._previous = None  # (x, σ, D_∅, D_ỹ, σ in model units) of the last evaluation, VE units; None: restart
         self._tweedie_count = 1  # Tweedie ratios averaged into log_odds so far (the start is the first)
+        self._noise = None  # ito: the sampler's share of fresh noise per step, (N,) (0: an ODE, 1: the full SDE)
+        self._noise_count = 0
 
     # ---- what guidance reads ----
 
@@ -147,6 +156,8 @@ class DynamicNegativeState:
         self._log_odds = value
         if value is None:
             self.p = None
+        elif self.settings.method == "ito":
+            self.p = value.exp().clamp(self.settings.p_min, self.settings.p_max)
         else:
             self.p = value.exp() if self.settings.method == "published" else torch.sigmoid(value)
 
@@ -172,9 +183,11 @@ class DynamicNegativeState:
             self.log_odds = self._start(*current[:4])
             self._tweedie_count = 1
         elif previous is not None and previous[0].shape == x_ve.shape:
+            if self.settings.method == "ito" and sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
+                self._measure_noise(previous, current)
             if sigma_ve > previous[1] * (1.0 + SAME_SIGMA):
                 pass  # A higher sigma (the sampler re-noised): keep p, restart the chain from here.
-            elif self.settings.method == "mixture" and sigma_ve >= TWEEDIE_SIGMA:
+            elif self.settings.method in ("mixture", "ito") and sigma_ve >= TWEEDIE_SIGMA:
                 # The running mean of the ratios so far: p(ỹ | x_t) moves little up there, and the mean averages the
                 # model's error out where the latest ratio alone would let it swing s⁻ (and push samples off the data).
                 self._tweedie_count += 1
@@ -187,6 +200,27 @@ class DynamicNegativeState:
         self._previous = current
         return self.scale()
 
+    def _measure_noise(self, previous, current):
+        """ito: how much fresh noise the sampler adds per step, from the first NOISE_STEPS steps to a lower σ (the
+        guidance's own push is small there): ‖x_b − μ_∅‖² over the batch against the reverse kernel's N·D·v, about 1
+        on a sampler that adds the full reverse-SDE noise (Euler ancestral) and (1 − σ_b/σ_a)/(1 + σ_b/σ_a) on an
+        ODE, rescaled so that these are 1 and 0. Per sample, averaged over the steps (in a few dimensions one step's
+        noise is a poor measure of its variance; in a latent of thousands it is exact); a tensor: no host sync."""
+        if self._noise_count >= NOISE_STEPS or not math.isfinite(previous[1]):
+            return
+        x_a, sigma_a, empty_a, _, _ = previous
+        x_b, sigma_b = current[0], current[1]
+        ratio = (sigma_b / sigma_a) ** 2
+        variance = sigma_b ** 2 * (1.0 - ratio)
+        residual = x_b - ratio * x_a - (1.0 - ratio) * empty_a
+        # An ODE step (x_b = ρ·x_a + (1 − ρ)·D, ρ = σ_b/σ_a) leaves (ρ − ρ²)²·‖x_a − D‖² ≈ (ρ − ρ²)²·σ_a²·D of it,
+        # i.e. (1 − ρ)/(1 + ρ) of N·D·v: measured from there, 0 is an ODE and 1 the full reverse-SDE noise.
+        rho = sigma_b / sigma_a
+        ode = (1.0 - rho) / (1.0 + rho)
+        share = ((residual ** 2).mean(dim=1) / variance - ode) / (1.0 - ode)
+        self._noise_count += 1
+        self._noise = share if self._noise is None else self._noise + (share - self._noise) / self._noise_count
+
     def skip(self):
         """This evaluation did not evaluate the negative: keep p, restart the chain at the next one."""
         self._previous = None
@@ -195,13 +229,15 @@ class DynamicNegativeState:
 
     def _clip(self, log_odds: torch.Tensor) -> torch.Tensor:
         s = self.settings
+        if s.method == "ito":
+            return log_odds.clamp(-LOG_P_BOUND, LOG_P_BOUND)
         if s.method == "published":
             return log_odds.clamp(math.log(s.p_min), math.log(s.p_max))
         return log_odds.clamp(math.log(s.p_min / (1.0 - s.p_min)), math.log(s.p_max / (1.0 - s.p_max)))
 
     def _prior(self, like: torch.Tensor) -> torch.Tensor:
         prior = self.settings.prior
-        value = math.log(prior) if self.settings.method == "published" else math.log(prior / (1.0 - prior))
+        value = math.log(prior) if self.settings.method in ("published", "ito") else math.log(prior / (1.0 - prior))
         return torch.full((like.shape[0],), value, dtype=like.dtype, device=like.device)
 
     def _start(self, x, sigma, empty_pred, negative_pred) -> torch.Tensor:
@@ -211,6 +247,8 @@ class DynamicNegativeState:
         squares = ((empty_pred - negative_pred) * (2.0 * x - negative_pred - empty_pred)).sum(dim=1)
         coefficient = (DATA_SCALE ** 2 + sigma ** 2) / (2.0 * sigma ** 4)
         log_p = math.log(self.settings.prior) - self.settings.temperature * coefficient * squares
+        if self.settings.method == "ito":
+            return self._clip(log_p)
         # logit from log p: p clipped first, so that log(1 − p) stays finite.
         p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
         return self._clip(torch.log(p) - torch.log1p(-p))
@@ -227,10 +265,17 @@ class DynamicNegativeState:
         # d = μ_other − μ_ỹ, with μ_other = μ_¬ỹ (mixture) or μ_∅ (published).
         d = (1.0 - ratio) * (empty_a - negative_a)
         if s.method == "mixture":
-            d = d / (1.0 - p)[:, None]
+            d = d / (1.0 - p)[:, None]  # ito and published: μ_∅, no tracked p in the evidence
         # ‖x_b − μ_ỹ‖² − ‖x_b − μ_other‖² = d·(2(x_b − μ_ỹ) − d), without cancelling two large norms.
         difference = (d * (2.0 * (x_b - mean_negative) - d)).sum(dim=1)
         evidence = -s.temperature * difference / (2.0 * variance)
+        if s.method == "ito" and ratio != 0.0:
+            # The Itô term an ODE path lacks: −½(σ_a² − σ_b²)·(Δlog q_ỹ − Δlog q_∅), weighted by the missing noise,
+            # with the Laplacian difference = (tr Cov[x₀|x, ỹ] − tr Cov[x₀|x, ∅])/σ⁴ kept to its between-concept part
+            # (the law of total covariance with equal spreads inside each concept): −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴).
+            missing = 1.0 - (self._noise.clamp(0.0, 1.0) if self._noise is not None else 0.0)
+            between = p / (1.0 - p) * ((negative_a - empty_a) ** 2).sum(dim=1) / sigma_a ** 4
+            evidence = evidence + s.temperature * 0.5 * (sigma_a ** 2 - sigma_b ** 2) * missing * between
         if s.offset != 0.0:
             model_scale_sq = (1.0 - sigma_b_model) ** 2 if self.flow else 1.0 / (1.0 + sigma_b ** 2)
             evidence = evidence + s.offset / (2.0 * variance * model_scale_sq)

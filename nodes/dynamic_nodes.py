@@ -13,6 +13,8 @@ from .validation import schema_bounds
 
 CUSTOM = "custom (the inputs below)"
 PRESET_NAMES = (CUSTOM, *dynamic.PRESETS)
+# The `update` input (optional, last): how p is tracked. Label → DynamicNegative.method.
+UPDATES = {"mixture (default)": "mixture", "Itô (any path)": "ito", "published DNG": "published"}
 NODE = "DynamicNegativeScale"
 
 DYNAMIC_TOOLTIP = ("Optional: a Dynamic Negative Scale (experimental). This negative's scale then follows each "
@@ -57,6 +59,11 @@ class DynamicNegativeScale(io.ComfyNode):
                                        "away from it (< 0); the published code's offset. 0 on the toys."),
                 io.Float.Input("p_max", default=defaults.p_max, **schema_bounds("p_max"), step=0.01, round=0.001,
                                tooltip="p is clipped here, so s⁻ never exceeds λ·p_max/(1 - p_max)."),
+                io.Combo.Input("update", options=list(UPDATES), default=next(iter(UPDATES)), optional=True,
+                               tooltip="How p is tracked along the run (docs/dynamic_negative.md). mixture: this "
+                                       "pack's default. Itô: the Itô density estimator, valid for a sample on any "
+                                       "path, with the term an ODE sampler lacks estimated from the predictions. "
+                                       "published: DNG as published. Ignored by a preset."),
             ],
             outputs=[DynamicNegativeSettings.Output(
                 display_name="dynamic",
@@ -65,17 +72,20 @@ class DynamicNegativeScale(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset=None):
-        # Only the preset (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
+    def validate_inputs(cls, preset=None, update=None):
+        # Only the choices (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
         # this function takes and stops checking those inputs' min/max, so the numbers are checked in execute.
-        return validation.choice_problem(NODE, "preset", preset, PRESET_NAMES) or True
+        return (validation.choice_problem(NODE, "preset", preset, PRESET_NAMES)
+                or validation.choice_problem(NODE, "update", update, tuple(UPDATES)) or True)
 
     @classmethod
-    def execute(cls, preset, strength, prior, temperature, offset, p_max) -> io.NodeOutput:
+    def execute(cls, preset, strength, prior, temperature, offset, p_max, update=None) -> io.NodeOutput:
         # Values that arrived through links were not checked before the run (also under a preset, as always).
+        problem = validation.choice_problem(NODE, "update", update, tuple(UPDATES))
+        method = UPDATES.get(update, dynamic.DynamicNegative.method)
         custom = dynamic.DynamicNegative(strength=float(strength), prior=float(prior), temperature=float(temperature),
-                                         offset=float(offset), p_max=float(p_max))
-        problem = validation.problem(NODE, custom)
+                                         offset=float(offset), p_max=float(p_max), method=method)
+        problem = problem or validation.problem(NODE, custom)
         if problem:
             raise ValueError(problem)
         return io.NodeOutput(custom if preset == CUSTOM else dynamic.PRESETS[preset])

@@ -386,6 +386,21 @@ def test_dynamic_node_builds_settings_and_presets(host):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 1.5)
 
 
+def test_dynamic_node_update_input_is_optional_and_last(host):
+    """Saved workflows keep loading: `update` is an optional input after the others; absent, the default update."""
+    nodes = support.pack_module("nodes.dynamic_nodes")
+    dynamic = support.pack_module("nodes.dynamic")
+    schema = nodes.DynamicNegativeScale.define_schema()
+    assert [i.id for i in schema.inputs] == ["preset", "strength", "prior", "temperature", "offset", "p_max", "update"]
+    assert schema.inputs[-1].optional
+    assert nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9).result[0].method == "mixture"
+    ito = nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9, update="Itô (any path)").result[0]
+    assert ito == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9, method="ito")
+    assert nodes.DynamicNegativeScale.validate_inputs(update="x").startswith("DynamicNegativeScale: update")
+    with pytest.raises(ValueError, match="DynamicNegativeScale: update must be one of"):
+        nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 0.9, update="x")
+
+
 def test_dynamic_adds_no_sync_while_sampling(host):
     """Only the sigma read per evaluation (as with constant scales), with a trace recording p and s⁻."""
     import sync_support as sync
@@ -443,3 +458,74 @@ def test_constant_p_at_the_largest_settings_equals_constant_scale_under_a_cfg_pa
     ours = patch_sample(host, patched(host, -1.0, dynamic, model=rescaled))
     reference = patch_sample(host, patched(host, constant_scale(dynamic), model=rescaled))
     support.assert_close_to_scale(ours, reference)
+
+
+# ---- the "ito" update: p(ỹ | x_t) along any path (issue 16) ----
+
+TWO_MODES = (2.0, 0.5)  # modes at ±2, spread 0.5, equal weights; ỹ = the mode at +2
+
+
+def two_modes(x, sigma):
+    """Closed form of the two-mode case: (log p(ỹ | x_σ), D_∅, D_ỹ). log-odds = 2μx/(s² + σ²)."""
+    mu, spread = TWO_MODES
+    variance = spread ** 2 + sigma ** 2
+    log_odds = 2 * mu * x / variance
+    p = torch.sigmoid(log_odds)
+    negative = mu + spread ** 2 / variance * (x - mu)
+    other = -mu + spread ** 2 / variance * (x + mu)
+    return torch.nn.functional.logsigmoid(log_odds).reshape(-1), p * negative + (1 - p) * other, negative
+
+
+def test_ito_step_matches_the_closed_form_on_an_ode_path_with_any_drift():
+    """One ODE step σ 1 → 0.98 with a drift that is not the model's (a strong negative push), from the exact p:
+    the update equals the hand-derived Itô increment plus the ODE term, and that lands on the exact p(ỹ | x_b)
+    within 10 % of its change (the Euler step's O(h²)); without the ODE term it misses by far more."""
+    sigma_a, sigma_b = 1.0, 0.98
+    x_a = torch.tensor([[-0.5], [0.2], [0.8], [1.5]], dtype=torch.float64)
+    log_p_a, empty_a, negative_a = two_modes(x_a, sigma_a)
+    drift = empty_a - 3.0 * (negative_a - empty_a)
+    x_b = x_a + (sigma_b - sigma_a) * (x_a - drift) / sigma_a
+    log_p_b, empty_b, negative_b = two_modes(x_b, sigma_b)
+
+    settings = dynamic.DynamicNegative(method="ito", p_min=1e-12, p_max=1 - 1e-12)
+    state = dynamic.DynamicNegativeState(settings)
+    state.log_odds = log_p_a.clone()
+    state._previous = (x_a, sigma_a, empty_a, negative_a, sigma_a)
+    state._noise, state._noise_count = torch.zeros(4, dtype=torch.float64), dynamic.NOISE_STEPS  # an ODE sampler
+    state.update(x_b, sigma_b, empty_b, negative_b)
+
+    # By hand: Gaussian reverse kernels of ỹ and ∅, then +½(σ_a² − σ_b²)·p/(1 − p)·‖D_ỹ − D_∅‖²/σ_a⁴.
+    r = sigma_b ** 2 / sigma_a ** 2
+    v = sigma_b ** 2 * (1 - r)
+    mean_negative, mean_empty = r * x_a + (1 - r) * negative_a, r * x_a + (1 - r) * empty_a
+    p_a = log_p_a.exp()
+    ito = -(((x_b - mean_negative) ** 2).sum(1) - ((x_b - mean_empty) ** 2).sum(1)) / (2 * v)
+    ode = 0.5 * (sigma_a ** 2 - sigma_b ** 2) * p_a / (1 - p_a) * ((negative_a - empty_a) ** 2).sum(1) / sigma_a ** 4
+    torch.testing.assert_close(state.log_odds, log_p_a + ito + ode, rtol=1e-10, atol=1e-12)
+
+    change = log_p_b - log_p_a
+    assert ((state.log_odds - log_p_b).abs() <= 0.1 * change.abs()).all(), (state.log_odds, log_p_b, log_p_a)
+    assert ((log_p_a + ito - log_p_b).abs() > 0.3 * change.abs()).any()
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_ito_measures_the_samplers_fresh_noise(ancestral):
+    """Gaussian data, 4096 dimensions: Euler steps of the probability-flow ODE read as 0, Euler ancestral steps
+    (the full reverse-SDE noise) as 1; only an ODE path gets the divergence term."""
+    spread, dims = 0.5, 4096
+    generator = torch.Generator().manual_seed(5)
+    sigmas = (14.0, 11.0, 8.5, 6.5, 5.0, 3.8, 2.9, 2.2, 1.7, 1.3)
+    x = torch.randn(2, dims, generator=generator, dtype=torch.float64) * math.sqrt(spread ** 2 + sigmas[0] ** 2)
+    state = dynamic.DynamicNegativeState(dynamic.DynamicNegative(method="ito"))
+    for sigma_a, sigma_b in zip(sigmas, sigmas[1:]):
+        denoised = spread ** 2 / (spread ** 2 + sigma_a ** 2) * x
+        state.update(x, sigma_a, denoised, denoised)
+        if ancestral:
+            up = sigma_b * math.sqrt(1 - sigma_b ** 2 / sigma_a ** 2)
+            down = math.sqrt(sigma_b ** 2 - up ** 2)
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+            x = x + (down - sigma_a) * (x - denoised) / sigma_a + up * noise
+        else:
+            x = x + (sigma_b - sigma_a) * (x - denoised) / sigma_a
+    torch.testing.assert_close(state._noise, torch.full((2,), 1.0 if ancestral else 0.0, dtype=torch.float64),
+                               atol=0.05, rtol=0)

@@ -142,3 +142,42 @@ def test_dynamic_negative_removes_the_concept_and_stays_on_the_data(bench, dynam
         limit = 0.05 if setting.toy is bench.ASYMMETRIC else 0.03
         assert forbidden <= limit and off <= limit, (setting.label, forbidden, off)
         assert bench.positive_fidelity(points) >= 0.99, setting.label
+
+
+# ---- the random family (benchmarks/exact_score_family.py, issue 16): a CI sample against the exact-p oracle ----
+
+FAMILY_TOYS = (0, 1, 2, 3)  # the first toy of each negative class: inside, partial, outside, issue
+FAMILY_SAMPLERS = ("heun", "euler_ancestral")
+# Known failures of the default update on this sample, measured at 1000 samples (docs/dynamic_negative.md): strict, so
+# that a fix shows. Toy 1 (partial): off-manifold 0.077-0.084 on ODE samplers and 0.050 on Euler ancestral against the
+# oracle's 0.061 / 0.008 (+ 0.01).
+FAMILY_KNOWN_FAILURES = {(1, "heun"), (1, "euler_ancestral")}
+
+
+@pytest.fixture(scope="module")
+def family_rows():
+    family = support.load_pure_module("benchmarks/exact_score_family.py", "negguide_exact_score_family")
+    toys = [family.family()[i] for i in FAMILY_TOYS]
+    return family, family.run_family((family.ORACLE, "mixture"), DYNAMIC_SAMPLES, toys, FAMILY_SAMPLERS, ("edm",),
+                                     progress=False)
+
+
+@pytest.mark.parametrize("toy, sampler", [
+    pytest.param(t, s, marks=pytest.mark.xfail(strict=True, reason="known failure, see FAMILY_KNOWN_FAILURES"))
+    if (t, s) in FAMILY_KNOWN_FAILURES else (t, s) for t in FAMILY_TOYS for s in FAMILY_SAMPLERS])
+def test_family_sample_meets_the_oracle_bounds(family_rows, toy, sampler):
+    """Issue 16, item 2 at the defaults: forbidden and off-manifold ≤ max(0.03, oracle + 0.01), fidelity ≥ 0.98."""
+    family, rows = family_rows
+    (row, oracle, passes, failed), = [j for j in family.judge(rows, "mixture")
+                                     if j[0]["toy"] == toy and j[0]["sampler"] == sampler]
+    assert passes, (failed, {k: row[k] for k in ("forbidden", "off", "fidelity")},
+                    {k: oracle[k] for k in ("forbidden", "off")})
+
+
+def test_family_oracle_p_is_the_closed_form(family_rows):
+    """The oracle's p(ỹ | x) on a 2-mode limit: far from every mode but one, p is that mode's ỹ-membership."""
+    family, _ = family_rows
+    toy = family.family()[3].toy
+    modes = torch.tensor(toy.modes, dtype=torch.float64)
+    p = family.exact_log_p(toy, modes, 0.01).exp()
+    torch.testing.assert_close(p, torch.tensor(toy.concepts["negative"], dtype=torch.float64), atol=1e-9, rtol=0)

@@ -13,10 +13,11 @@ PINNED = {
     "NegativeGuidanceGuider": ["model", "positive", "negative", "empty", "cfg", "neg_scale", *WINDOW,
                                "extra_negatives", "evaluation", "trace", "dynamic"],
     "ExtraNegative": ["negative", "neg_scale", *WINDOW, "extra_negatives", "dynamic"],
-    "DynamicNegativeScale": ["preset", "strength", "prior", "temperature", "offset", "p_max"],
+    "DynamicNegativeScale": ["preset", "strength", "prior", "temperature", "offset", "p_max", "update"],
     "NegativeGuidanceTestbed": [],
 }
 FIRST_RELEASE_OPTIONAL = {"empty", "extra_negatives", "evaluation", "trace", "dynamic"}
+ADDED_OPTIONAL = {"update"}  # appended after the first release: optional, so older workflows load unchanged
 
 
 def schemas():
@@ -35,7 +36,7 @@ def test_inputs_keep_their_names_and_order(host, node_id):
     for extra in schema.inputs[len(PINNED[node_id]):]:
         assert extra.optional, f"{node_id}: input '{extra.id}' added after the pinned ones must be optional"
     for i in schema.inputs[:len(PINNED[node_id])]:
-        assert i.optional == (i.id in FIRST_RELEASE_OPTIONAL), i.id
+        assert i.optional == (i.id in FIRST_RELEASE_OPTIONAL | ADDED_OPTIONAL), i.id
     for i in schema.inputs:
         assert i.tooltip, f"{node_id}: input '{i.id}' needs a tooltip"
     for output in schema.outputs:

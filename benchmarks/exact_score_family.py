@@ -1,0 +1,500 @@
+"""A random family of exact-score mixtures for the dynamic negative (issue 16): the tracker against the exact-p oracle.
+
+Each toy is a mixture of isotropic Gaussians (random positions, weights and spreads) with concepts as soft memberships
+of the modes: concept c holds the share m_c,k of mode k's data, so its density is Σ_k π_k·m_c,k·N_k / Σ_k π_k·m_c,k
+and p(ỹ | x_t) = Σ_k π_k·m_ỹ,k·N_k(x_t) / Σ_k π_k·N_k(x_t) exactly (N_k with variance s_k² + σ²). The model is the
+exact denoiser, run through ComfyUI's samplers and the pack's guider (benchmarks/exact_score.py builds it).
+
+The oracle is the same guidance with that exact p in place of the tracked one (same λ, p_min, p_max). It is the
+reference: a tracker cannot do better than the scale it estimates.
+
+Negative classes (round robin over the family), memberships 1 or ½:
+- inside:  ỹ covers wanted modes only (at least one wanted mode stays free of it);
+- partial: ỹ covers some wanted modes and some modes outside y;
+- outside: ỹ covers only modes the positive never visits;
+- issue:   ỹ covers one wanted mode fully, another half, and modes outside y (the issue's geometry).
+The positive holds its wanted modes fully or (one in three) half.
+
+Per run (one toy, one model kind EDM/flow, one sampler):
+- forbidden: share of samples on a mode fully in ỹ (nearest mode in units of its spread, within 3 spreads);
+- off: share more than 3 spreads from every mode;
+- fidelity: 1 − share on a mode outside y (within 3 spreads);
+- kept: per half-covered wanted mode, its share of the samples; its λ-target is the share of that mode in
+  p(x|y)·(p(x|¬ỹ)/p(x))^λ ∝ π_k·m_y,k·(1 − m_ỹ,k)^λ (λ = 1: the exact p(x | y, ¬ỹ)).
+
+Pass (issue 16, item 2), fixed before any result was seen: forbidden ≤ max(0.03, oracle + 0.01), off ≤ max(0.03,
+oracle + 0.01), fidelity ≥ 0.98.
+
+    scripts/host.sh python benchmarks/exact_score_family.py --samples 1000           # the family table
+    scripts/host.sh python benchmarks/exact_score_family.py --trace 0                # p tracked vs exact, toy 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+for folder in ("tests", "benchmarks"):
+    if str(PACK_ROOT / folder) not in sys.path:
+        sys.path.insert(0, str(PACK_ROOT / folder))
+
+import exact_score as bench  # noqa: E402  (the model, the nodes, the samplers)
+import support  # noqa: E402
+
+FAMILY_SEED = 16
+FAMILY_SIZE = 36  # 30 in 2-D, then 6 in higher dimension
+HIGH_DIMS = (4, 8)
+CLASSES = ("inside", "partial", "outside", "issue")
+SAMPLERS = ("heun", "euler", "dpmpp_2m", "euler_ancestral")
+SAMPLE_SEED = 0
+LIMIT, MARGIN, FIDELITY = 0.03, 0.01, 0.98
+
+
+@dataclass(frozen=True)
+class FamilyToy:
+    index: int
+    kind: str  # negative class
+    toy: object  # exact_score.Toy (positions in `dims` dimensions)
+
+
+def _positions(rng: random.Random, count: int, dims: int, stds) -> list:
+    """Mode positions in a box, each pair at least 3·(s_i + s_j) + 1 apart (modes separable by the nearest-mode test)."""
+    box = 5.0 if dims == 2 else 4.0
+    while True:
+        points = []
+        for k in range(count):
+            for _ in range(200):
+                candidate = tuple(rng.uniform(-box, box) for _ in range(dims))
+                if all(math.dist(candidate, q) >= 3.0 * (stds[k] + stds[j]) + 1.0 for j, q in enumerate(points)):
+                    points.append(candidate)
+                    break
+            else:
+                break
+        if len(points) == count:
+            return points
+
+
+def make_toy(index: int, dims: int, rng: random.Random) -> FamilyToy:
+    kind = CLASSES[index % len(CLASSES)]
+    count = rng.randint(4, 7)
+    stds = [round(rng.uniform(0.2, 0.6), 3) for _ in range(count)]
+    weights = [rng.uniform(0.5, 2.0) for _ in range(count)]
+    weights = [round(w / sum(weights), 4) for w in weights]
+    modes = [tuple(round(c, 3) for c in p) for p in _positions(rng, count, dims, stds)]
+    order = list(range(count))
+    rng.shuffle(order)
+    wanted_count = rng.randint(2, max(2, count - 2))
+    wanted, outside = order[:wanted_count], order[wanted_count:]
+    positive = [0.0] * count
+    for k in wanted:
+        positive[k] = 0.5 if rng.random() < 1 / 3 else 1.0
+    negative = [0.0] * count
+    free = wanted[0]  # one wanted mode the negative never touches
+    others = wanted[1:]
+    if kind == "inside":
+        for k in rng.sample(others, rng.randint(1, len(others))):
+            negative[k] = rng.choice((0.5, 1.0))
+    elif kind == "partial":
+        for k in rng.sample(others, rng.randint(1, len(others))):
+            negative[k] = rng.choice((0.5, 1.0))
+        for k in rng.sample(outside, rng.randint(1, len(outside))):
+            negative[k] = rng.choice((0.5, 1.0))
+    elif kind == "outside":
+        for k in rng.sample(outside, rng.randint(1, len(outside))):
+            negative[k] = rng.choice((0.5, 1.0))
+    else:  # issue: one wanted mode fully, another half (if there is one), and modes outside y
+        negative[others[0]] = 1.0
+        if len(others) > 1:
+            negative[others[1]] = 0.5
+        for k in rng.sample(outside, rng.randint(1, len(outside))):
+            negative[k] = 1.0
+    toy = bench.Toy(f"family {index} ({kind}, {dims}-D)", tuple(modes), tuple(stds), tuple(weights),
+                    {"positive": tuple(positive), "negative": tuple(negative), "empty": (1.0,) * count},
+                    forbidden="nearest")
+    return FamilyToy(index, kind, toy)
+
+
+@functools.lru_cache(maxsize=None)
+def family(seed: int = FAMILY_SEED, size: int = FAMILY_SIZE) -> tuple:
+    rng = random.Random(seed)
+    two_d = size - 2 * len(HIGH_DIMS) if size > 2 * len(HIGH_DIMS) else size
+    return tuple(make_toy(i, 2 if i < two_d else HIGH_DIMS[(i - two_d) % len(HIGH_DIMS)], rng) for i in range(size))
+
+
+# ---- exact quantities ----
+
+def exact_log_p(toy, x, sigma):
+    """log p(ỹ | x_σ) (x: (N, D) variance-exploding units, float64; σ = inf: the prior)."""
+    import torch
+
+    m = torch.tensor(toy.concepts["negative"], dtype=torch.float64)
+    pi = torch.tensor(toy.weights, dtype=torch.float64)
+    if not math.isfinite(sigma):
+        return torch.full((x.shape[0],), math.log(float((pi * m).sum() / pi.sum())), dtype=torch.float64)
+    log_n = _log_components(toy, x, sigma) + torch.log(pi)[None]
+    with torch.no_grad():
+        numerator = torch.logsumexp(log_n + torch.log(m.clamp_min(1e-300))[None], dim=1)
+        return numerator - torch.logsumexp(log_n, dim=1)
+
+
+def _log_components(toy, x, sigma):
+    import torch
+
+    modes = torch.tensor(toy.modes, dtype=torch.float64)
+    variance = torch.tensor(toy.stds, dtype=torch.float64) ** 2 + sigma ** 2
+    squares = ((x[:, None, :] - modes[None]) ** 2).sum(-1)
+    return -squares / (2 * variance[None]) - 0.5 * x.shape[1] * torch.log(variance)[None]
+
+
+def exact_laplacian_difference(toy, x, sigma):
+    """Δ log q_σ(x | ỹ) − Δ log q_σ(x): the divergence term an ODE path lacks (exact, from the mixture)."""
+    import torch
+
+    def laplacian(weights):
+        # log q = logsumexp_k(a_k), a_k = log w_k + log N_k; ∇a_k = −(x − μ_k)/v_k, Δa_k = −D/v_k.
+        # Δ log q = Σ γ_k(Δa_k + ‖∇a_k‖²) − ‖Σ γ_k ∇a_k‖².
+        modes = torch.tensor(toy.modes, dtype=torch.float64)
+        variance = torch.tensor(toy.stds, dtype=torch.float64) ** 2 + sigma ** 2
+        log_a = _log_components(toy, x, sigma) + torch.log(weights.clamp_min(1e-300))[None]
+        gamma = torch.softmax(log_a, dim=1)
+        grads = -(x[:, None, :] - modes[None]) / variance[None, :, None]
+        first = (gamma * (-x.shape[1] / variance[None] + (grads ** 2).sum(-1))).sum(1)
+        mean = (gamma[:, :, None] * grads).sum(1)
+        return first - (mean ** 2).sum(1)
+
+    pi = torch.tensor(toy.weights, dtype=torch.float64)
+    m = torch.tensor(toy.concepts["negative"], dtype=torch.float64)
+    return laplacian(pi * m) - laplacian(pi)
+
+
+# ---- oracle and instrumentation: hooks on the pack's DynamicNegativeState ----
+
+ORACLE = "oracle"
+RECORD = []  # (σ_ve, x_ve, tracked p) per evaluation while recording
+
+
+def install_hooks():
+    """Route states whose settings name a toy (`oracle_toy`) to the exact p, and record evaluations when asked."""
+    state_class = support.pack_module("nodes.dynamic").DynamicNegativeState
+    if getattr(state_class, "_family_hooked", False):
+        return
+    original = state_class.update_from
+
+    def update_from(self, evaluation, negative_pred):
+        toy = getattr(self.settings, "oracle_toy", None)
+        if toy is not None and getattr(self.settings, "oracle_kind", ORACLE) == ORACLE:
+            import torch
+
+            s = self.settings
+            p = exact_log_p(toy, evaluation.x.double(), evaluation.sigma).exp().clamp(s.p_min, s.p_max)
+            self.log_odds = (torch.log(p) - torch.log1p(-p)).to(evaluation.x.dtype)
+            self._previous = None
+            result = self.scale()
+        else:
+            result = original(self, evaluation, negative_pred)
+        if RECORDING[0]:
+            RECORD.append((evaluation.sigma, evaluation.x.double().clone(), self.p.double().clone()))
+        return result
+
+    kernel_evidence = state_class._kernel_evidence
+
+    def kernel_with_divergence(self, previous, current, p):
+        # An ODE path lacks the Itô term: add −½(σ_a² − σ_b²)·τ·(Δlog q_ỹ − Δlog q_∅)(x_a), exact from the mixture
+        # (what a Hutchinson estimate with extra model passes would approach).
+        evidence = kernel_evidence(self, previous, current, p)
+        if getattr(self.settings, "oracle_kind", None) == "between" and math.isfinite(previous[1]):
+            # The same term with only the between-concept part of the posterior covariance (no pass):
+            # Δlog q_ỹ − Δlog q_∅ ≈ −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴).
+            x_a, sigma_a, empty_a, negative_a, _ = previous
+            sigma_b = current[1]
+            q = p.clamp(max=self.settings.p_max)
+            laplacian = -q / (1 - q) * ((negative_a - empty_a) ** 2).sum(1) / sigma_a ** 4
+            evidence = evidence - 0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature * laplacian
+        if getattr(self.settings, "oracle_kind", None) == "divergence" and math.isfinite(previous[1]):
+            x_a, sigma_a, sigma_b = previous[0], previous[1], current[1]
+            laplacian = exact_laplacian_difference(self.settings.oracle_toy, x_a.double(), sigma_a)
+            evidence = evidence - (0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature
+                                   * laplacian).to(evidence.dtype)
+        return evidence
+
+    state_class.update_from = update_from
+    state_class._kernel_evidence = kernel_with_divergence
+    state_class._family_hooked = True
+
+
+RECORDING = [False]
+
+
+STOCHASTIC = ("euler_ancestral", "dpmpp_sde", "dpmpp_2s_ancestral")
+
+
+def method_settings(method: str, toy, sampler: str):
+    """The dynamic negative's settings at the defaults for one method ('oracle': the exact p; 'M+divergence': method
+    M with the exact divergence term on ODE samplers)."""
+    dynamic = bench.dynamic_module()
+    if method.endswith("@prior"):  # the same method told the toy's exact p(ỹ) as its prior (calibration apart)
+        settings = method_settings(method.removesuffix("@prior"), toy, sampler)
+        weights, negative = toy.weights, toy.concepts["negative"]
+        prior = min(sum(w * m for w, m in zip(weights, negative)) / sum(weights), settings.p_max)
+        exact = replace(settings, prior=prior)
+        for name in ("oracle_toy", "oracle_kind"):
+            if hasattr(settings, name):
+                object.__setattr__(exact, name, getattr(settings, name))
+        return exact
+    if method == ORACLE:
+        return _tagged(dynamic.DynamicNegative(), toy, ORACLE)
+    for suffix, kind in (("+divergence", "divergence"), ("+between", "between"), ("+always", "between")):
+        if method.endswith(suffix):
+            settings = dynamic.DynamicNegative(method=method.removesuffix(suffix))
+            stochastic = sampler in STOCHASTIC and suffix != "+always"
+            return settings if stochastic else _tagged(settings, toy, kind)
+    return dynamic.DynamicNegative(method=method)
+
+
+def _tagged(settings, toy, kind):
+    # A plain attribute on a frozen dataclass instance: the pack reads only the fields it knows.
+    object.__setattr__(settings, "oracle_toy", toy)
+    object.__setattr__(settings, "oracle_kind", kind)
+    return settings
+
+
+# ---- metrics ----
+
+def metrics(points, toy) -> dict:
+    import torch
+
+    points = points.double()[:, :len(toy.modes[0])]
+    modes = torch.tensor(toy.modes, dtype=torch.float64)
+    stds = torch.tensor(toy.stds, dtype=torch.float64)
+    distance = (points[:, None, :] - modes[None]).norm(dim=-1) / stds[None]
+    nearest = distance.min(dim=1)
+    on = nearest.values <= 3.0
+    negative, positive = toy.concepts["negative"], toy.concepts["positive"]
+    share = [float(((nearest.indices == k) & on).double().mean()) for k in range(len(toy.modes))]
+    return {"forbidden": sum(share[k] for k in range(len(share)) if negative[k] >= 1.0),
+            "off": float((~on).double().mean()),
+            "fidelity": 1.0 - sum(share[k] for k in range(len(share)) if positive[k] == 0.0),
+            "shares": share}
+
+
+def kept_targets(toy, strength: float) -> dict:
+    """Per half-covered wanted mode: its share in p(x|y)·(p(x|¬ỹ)/p(x))^λ (λ = strength) and at λ = 1."""
+    weights, pos, neg = toy.weights, toy.concepts["positive"], toy.concepts["negative"]
+    out = {}
+    for lam in (1.0, strength):
+        mass = [w * p * (1 - n) ** lam for w, p, n in zip(weights, pos, neg)]
+        total = sum(mass)
+        for k in range(len(mass)):
+            if pos[k] > 0 and 0 < neg[k] < 1:
+                out.setdefault(k, {})[lam] = mass[k] / total
+    return out
+
+
+# ---- runs ----
+
+def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"), seed=SAMPLE_SEED,
+               progress=True) -> list:
+    support.load_pack()
+    install_hooks()
+    rows = []
+    started = time.perf_counter()
+    for member in (toys if toys is not None else family()):
+        for kind in kinds:
+            toy = replace(member.toy, flow=kind == "flow", name=f"{member.toy.name} {kind}")
+            model = bench.build_model(toy)
+            for sampler in samplers:
+                for method in methods:
+                    setting = bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
+                                            dynamic=method_settings(method, toy, sampler), panel=False)
+                    points = bench.sample(model, setting, samples, seed)
+                    rows.append({"toy": member.index, "class": member.kind, "dims": len(toy.modes[0]),
+                                 "model": kind, "sampler": sampler, "method": method, **metrics(points, toy)})
+        if progress:
+            print(f"toy {member.index} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def judge(rows, method: str, reference: str = ORACLE) -> list:
+    """Per run of `method`: (row, oracle row, passes, what failed)."""
+    oracle = {(r["toy"], r["model"], r["sampler"]): r for r in rows if r["method"] == reference}
+    out = []
+    for r in rows:
+        if r["method"] != method:
+            continue
+        o = oracle[(r["toy"], r["model"], r["sampler"])]
+        failed = []
+        if r["forbidden"] > max(LIMIT, o["forbidden"] + MARGIN):
+            failed.append("forbidden")
+        if r["off"] > max(LIMIT, o["off"] + MARGIN):
+            failed.append("off")
+        if r["fidelity"] < FIDELITY:
+            failed.append("fidelity")
+        out.append((r, o, not failed, failed))
+    return out
+
+
+def quantiles(values, qs=(0.5, 0.9, 1.0)):
+    values = sorted(values)
+    return [values[min(len(values) - 1, int(math.ceil(q * len(values))) - 1 if q > 0 else 0)] for q in qs]
+
+
+def summary_table(rows, methods) -> str:
+    lines = ["| method | runs passing item 2 | forbidden: median / 90 % / max | excess over oracle (forbidden): "
+             "median / 90 % / max | off: median / 90 % / max | fidelity: min |", "|---|---:|---:|---:|---:|---:|"]
+    for method in methods:
+        judged = judge(rows, method) if method != ORACLE else [(r, r, True, []) for r in rows if r["method"] == ORACLE]
+        if not judged:
+            continue
+        passing = sum(1 for j in judged if j[2])
+        f = quantiles([j[0]["forbidden"] for j in judged])
+        e = quantiles([j[0]["forbidden"] - j[1]["forbidden"] for j in judged])
+        o = quantiles([j[0]["off"] for j in judged])
+        lines.append(f"| {method} | {passing}/{len(judged)} | {f[0]:.3f} / {f[1]:.3f} / {f[2]:.3f} | "
+                     f"{e[0]:+.3f} / {e[1]:+.3f} / {e[2]:+.3f} | {o[0]:.3f} / {o[1]:.3f} / {o[2]:.3f} | "
+                     f"{min(j[0]['fidelity'] for j in judged):.3f} |")
+    return "\n".join(lines)
+
+
+def breakdown_table(rows, methods, key) -> str:
+    """Passing runs per method and per value of `key` (class, sampler, model)."""
+    values = sorted({r[key] for r in rows}, key=str)
+    lines = [f"| method | " + " | ".join(str(v) for v in values) + " |", "|---|" + "---:|" * len(values)]
+    for method in methods:
+        if method == ORACLE:
+            continue
+        judged = judge(rows, method)
+        cells = []
+        for v in values:
+            chosen = [j for j in judged if j[0][key] == v]
+            cells.append(f"{sum(1 for j in chosen if j[2])}/{len(chosen)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def failures(rows, method, limit=12) -> str:
+    judged = [j for j in judge(rows, method) if not j[2]]
+    judged.sort(key=lambda j: -(j[0]["forbidden"] - j[1]["forbidden"]))
+    lines = [f"| toy | class | model | sampler | forbidden (oracle) | off (oracle) | fidelity | failed |",
+             "|---:|---|---|---|---:|---:|---:|---|"]
+    for r, o, _, failed in judged[:limit]:
+        lines.append(f"| {r['toy']} | {r['class']} | {r['model']} | {r['sampler']} | {r['forbidden']:.3f} "
+                     f"({o['forbidden']:.3f}) | {r['off']:.3f} ({o['off']:.3f}) | {r['fidelity']:.3f} | "
+                     f"{', '.join(failed)} |")
+    return "\n".join(lines)
+
+
+def kept_table(rows, methods, strength=2.0) -> str:
+    """Half-covered wanted modes: kept share per method against the λ-target and the oracle (median |difference|)."""
+    lines = ["| method | half-covered modes × runs | median kept − oracle | max |kept − oracle| | "
+             "median kept − λ-target |", "|---|---:|---:|---:|---:|"]
+    members = {m.index: m for m in family()}
+    oracle = {(r["toy"], r["model"], r["sampler"]): r for r in rows if r["method"] == ORACLE}
+    for method in methods:
+        diffs, target_diffs = [], []
+        for r in rows:
+            if r["method"] != method:
+                continue
+            targets = kept_targets(members[r["toy"]].toy, strength)
+            for k, t in targets.items():
+                diffs.append(r["shares"][k] - oracle[(r["toy"], r["model"], r["sampler"])]["shares"][k])
+                target_diffs.append(r["shares"][k] - t[strength])
+        if diffs:
+            lines.append(f"| {method} | {len(diffs)} | {sorted(diffs)[len(diffs) // 2]:+.3f} | "
+                         f"{max(abs(d) for d in diffs):.3f} | {sorted(target_diffs)[len(target_diffs) // 2]:+.3f} |")
+    return "\n".join(lines)
+
+
+def trace(index: int, methods, samples: int, sampler: str, kind: str):
+    """p tracked vs exact along the trajectories of toy `index`, for samples ending on a fully forbidden wanted mode."""
+    import torch
+
+    support.load_pack()
+    install_hooks()
+    member = family()[index]
+    toy = replace(member.toy, flow=kind == "flow")
+    model = bench.build_model(toy)
+    for method in methods:
+        RECORD.clear()
+        RECORDING[0] = True
+        setting = bench.Setting(method, "dynamic", sampler=sampler, toy=toy, dynamic=method_settings(method, toy, sampler))
+        points = bench.sample(model, setting, samples, SAMPLE_SEED)
+        RECORDING[0] = False
+        m = metrics(points, toy)
+        neg, pos = toy.concepts["negative"], toy.concepts["positive"]
+        modes = torch.tensor(toy.modes, dtype=torch.float64)
+        stds = torch.tensor(toy.stds, dtype=torch.float64)
+        nearest = ((points.double()[:, None, :modes.shape[1]] - modes[None]).norm(dim=-1) / stds).min(1)
+        bad = torch.zeros(samples, dtype=torch.bool)
+        for k in range(len(neg)):
+            if neg[k] >= 1 and pos[k] > 0:
+                bad |= (nearest.indices == k) & (nearest.values <= 3)
+        print(f"\n{method}: forbidden {m['forbidden']:.3f}, off {m['off']:.3f}; {int(bad.sum())} samples end on a "
+              f"fully forbidden wanted mode")
+        print("sigma_ve | tracked p (those samples: mean) | exact p (mean) | all samples: mean |tracked − exact|")
+        for sigma, x, p in RECORD:
+            exact = exact_log_p(toy, x, sigma).exp()
+            if bad.any():
+                print(f"{sigma:8.3f} | {float(p[bad].mean()):.3f} | {float(exact[bad].mean()):.3f} | "
+                      f"{float((p - exact).abs().mean()):.3f}")
+            else:
+                print(f"{sigma:8.3f} | - | - | {float((p - exact).abs().mean()):.3f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--methods", default="oracle,mixture,published")
+    parser.add_argument("--toys", default="", help="comma-separated indices (default: the whole family)")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--kinds", default="edm,flow")
+    parser.add_argument("--trace", type=int, help="trace p tracked vs exact on this toy instead")
+    parser.add_argument("--sampler", default="heun", help="sampler of --trace")
+    parser.add_argument("--kind", default="edm", help="model kind of --trace")
+    parser.add_argument("--out", type=Path, help="save the rows (JSON)")
+    parser.add_argument("--describe", action="store_true", help="print the family")
+    parser.add_argument("--load", default="", help="comma-separated JSON files of saved rows to tabulate (no run); "
+                                                   "'FILE:OLD=NEW' renames method OLD of that file")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if args.describe:
+        for m in family():
+            print(m.index, m.kind, m.toy.modes, m.toy.stds, m.toy.weights, m.toy.concepts["positive"],
+                  m.toy.concepts["negative"])
+        return
+    if args.trace is not None:
+        trace(args.trace, methods, args.samples, args.sampler, args.kind)
+        return
+    if args.load:
+        rows = []
+        for item in args.load.split(","):
+            path, _, rename = item.partition(":")
+            old, _, new = rename.partition("=")
+            rows += [{**r, "method": new if old and r["method"] == old else r["method"]}
+                     for r in json.loads(Path(path).read_text())]
+        rows = [r for r in rows if r["method"] in methods]
+    else:
+        toys = [family()[int(i)] for i in args.toys.split(",")] if args.toys else None
+        rows = run_family(methods, args.samples, toys, args.samplers.split(","), args.kinds.split(","))
+    if args.out:
+        args.out.write_text(json.dumps(rows))
+    print(summary_table(rows, methods))
+    for key in ("class", "sampler", "model"):
+        print()
+        print(breakdown_table(rows, methods, key))
+    print()
+    print(kept_table(rows, [m for m in methods if m != ORACLE]))
+    for method in methods:
+        if method != ORACLE:
+            print(f"\nfailing runs, {method}:\n{failures(rows, method)}")
+
+
+if __name__ == "__main__":
+    main()
