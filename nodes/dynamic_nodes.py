@@ -37,8 +37,9 @@ class DynamicNegativeScale(io.ComfyNode):
                 "al. 2025): s⁻ = strength·p/(1 - p), p = p(negative | current sample), tracked along the run from "
                 "the predictions already computed (no extra model pass). Samples heading for the negative concept "
                 "are pushed away; the others are left alone. Connect to the 'dynamic' input of Negative Guidance, "
-                "Negative Guidance Guider or Extra Negative. Checked on exact-score toy models only, not on a "
-                "trained text-to-image model: watch p and s⁻ in the guidance trace, and calibrate temperature."),
+                "Negative Guidance Guider or Extra Negative. Measured on exact-score toy models and on the pack's small "
+                "trained testbed only: watch p and s⁻ in the guidance trace, and calibrate temperature (low: 0.25 "
+                "suited the testbed)."),
             inputs=[
                 io.Combo.Input("preset", options=list(PRESET_NAMES), default=CUSTOM,
                                tooltip="custom: the inputs below. 'Stable Diffusion (paper)': the paper's SD "

@@ -83,7 +83,8 @@ def main() -> int:
     reset_weights(clip.cond_stage_model)
     modules = torch.nn.ModuleDict({"unet": unet.diffusion_model, "clip": clip.cond_stage_model})
     modules.train()
-    parameters = [p for p in modules.parameters() if p.requires_grad]
+    modules.requires_grad_(True)  # newer ComfyUI (0.33.0) makes its layers' parameters without gradients
+    parameters = list(modules.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     warmup = 200
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * (

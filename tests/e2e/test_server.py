@@ -94,7 +94,8 @@ def test_workflows_are_listed_as_templates(comfy_server):
     listing = comfy_server.get("/workflow_templates")
     assert sorted(listing.get(PACK_FOLDER, [])) == [
         "01 Delayed negative", "02 Guider, negative fades in", "03 SDXL, ramped window",
-        "04 Stock vs delayed negative", "05 Several negatives", "06 Flux negative at cfg 1"]
+        "04 Stock vs delayed negative", "05 Several negatives", "06 Flux negative at cfg 1",
+        "07 Try it on CPU, testbed"]
 
 
 # ---- bad input: each mistake once, on the input at fault; linked values checked when the node runs ----
