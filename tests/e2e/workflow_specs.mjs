@@ -72,6 +72,26 @@ const PATCH_KSAMPLER_LINKS = [
   ["decode", 0, "save", "images"],
 ];
 
+/** Two KSamplers on the same prompts and latent: the stock negative, and the patch's delayed one (workflows 4, 7). */
+const STOCK_VS_DELAYED_LINKS = [
+  ["checkpoint", "MODEL", "stock", "model"],
+  ["positive", 0, "stock", "positive"],
+  ["negative", 0, "stock", "negative"],
+  ["latent", 0, "stock", "latent_image"],
+  ["stock", 0, "stockDecode", "samples"],
+  ["checkpoint", "VAE", "stockDecode", "vae"],
+  ["stockDecode", 0, "stockSave", "images"],
+  ["checkpoint", "MODEL", "patch", "model"],
+  ["empty", 0, "patch", "empty"],
+  ["patch", 0, "delayed", "model"],
+  ["positive", 0, "delayed", "positive"],
+  ["negative", 0, "delayed", "negative"],
+  ["latent", 0, "delayed", "latent_image"],
+  ["delayed", 0, "delayedDecode", "samples"],
+  ["checkpoint", "VAE", "delayedDecode", "vae"],
+  ["delayedDecode", 0, "delayedSave", "images"],
+];
+
 const KSAMPLER_SETTINGS = { seed: 42, control_after_generate: "fixed", steps: 30, cfg: 7.5, sampler_name: "euler",
   scheduler: "normal", denoise: 1.0 };
 // The testbed was trained for cfg 5 and 30 steps (testbed/MODEL_CARD.md).
@@ -159,22 +179,7 @@ export const WORKFLOWS = [
     ],
     links: [
       ...PROMPT_LINKS,
-      ["checkpoint", "MODEL", "stock", "model"],
-      ["positive", 0, "stock", "positive"],
-      ["negative", 0, "stock", "negative"],
-      ["latent", 0, "stock", "latent_image"],
-      ["stock", 0, "stockDecode", "samples"],
-      ["checkpoint", "VAE", "stockDecode", "vae"],
-      ["stockDecode", 0, "stockSave", "images"],
-      ["checkpoint", "MODEL", "patch", "model"],
-      ["empty", 0, "patch", "empty"],
-      ["patch", 0, "delayed", "model"],
-      ["positive", 0, "delayed", "positive"],
-      ["negative", 0, "delayed", "negative"],
-      ["latent", 0, "delayed", "latent_image"],
-      ["delayed", 0, "delayedDecode", "samples"],
-      ["checkpoint", "VAE", "delayedDecode", "vae"],
-      ["delayedDecode", 0, "delayedSave", "images"],
+      ...STOCK_VS_DELAYED_LINKS,
     ],
     note: {
       pos: [40, 400], size: [340, 300],
@@ -278,22 +283,7 @@ export const WORKFLOWS = [
     ],
     links: [
       ...PROMPT_LINKS,
-      ["checkpoint", "MODEL", "stock", "model"],
-      ["positive", 0, "stock", "positive"],
-      ["negative", 0, "stock", "negative"],
-      ["latent", 0, "stock", "latent_image"],
-      ["stock", 0, "stockDecode", "samples"],
-      ["checkpoint", "VAE", "stockDecode", "vae"],
-      ["stockDecode", 0, "stockSave", "images"],
-      ["checkpoint", "MODEL", "patch", "model"],
-      ["empty", 0, "patch", "empty"],
-      ["patch", 0, "delayed", "model"],
-      ["positive", 0, "delayed", "positive"],
-      ["negative", 0, "delayed", "negative"],
-      ["latent", 0, "delayed", "latent_image"],
-      ["delayed", 0, "delayedDecode", "samples"],
-      ["checkpoint", "VAE", "delayedDecode", "vae"],
-      ["delayedDecode", 0, "delayedSave", "images"],
+      ...STOCK_VS_DELAYED_LINKS,
     ],
     note: {
       pos: [40, 560], size: [340, 380],
