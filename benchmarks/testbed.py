@@ -96,8 +96,6 @@ def matched(rows: list[dict], ordinary: dict) -> list[str]:
 
 def probe_curves(testbed: tb.Testbed, seeds: int) -> dict:
     """r_t per step for a noun ("hat") and an adjective ("red") negative, each its prompt's mean over `seeds`."""
-    import torch
-
     trace_nodes = support.pack_module("nodes.trace_nodes")
     cases = {"noun: negative 'a hat'": ("a big red circle on grass, left", "a hat", "circle", "hat"),
              "adjective: negative 'red'": ("a big circle on grass, left", "red", "circle", "red")}
@@ -105,7 +103,7 @@ def probe_curves(testbed: tb.Testbed, seeds: int) -> dict:
     for label, (positive, negative, positive_word, negative_word) in cases.items():
         probed, probe = trace_nodes.NegativeGuidanceProbe.execute(
             testbed.model, testbed.clip, positive, negative, positive_word, negative_word, 64, "non_middle").result
-        latent = {"samples": torch.zeros(seeds, 4, 16, 16)}
+        latent = tb.empty_latent(seeds)
         out = support.ksampler(probed, testbed.encode(positive), testbed.encode(negative), tb.CFG, tb.SAMPLER,
                                steps=tb.STEPS, seed=0, latent=latent, scheduler=tb.SCHEDULER)
         evaluations = json.loads(probe.to_json())["run"]["evaluations"]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(PACK_ROOT / "tests"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from support import boot_comfyui, load_pack, pack_module, reset_weights  # noqa: E402
+from support import boot_comfyui, load_pack, load_pure_module, pack_module, reset_weights  # noqa: E402
 
 
 def out_of_place_clip_layers():
@@ -61,8 +61,9 @@ def main() -> int:
     parser.add_argument("--export", action="store_true",
                         help="write the averaged weights of the last checkpoint to --weights and stop (a preview)")
     args = parser.parse_args()
-    weights_path = args.weights or (PACK_ROOT / "testbed" / "testbed.safetensors"
-                                    if args.out == parser.get_default("out") else args.out / "testbed.safetensors")
+    shipped = load_pure_module("testbed/model.py", "negguide_testbed_model_paths").WEIGHTS
+    weights_path = args.weights or (shipped if args.out == parser.get_default("out")
+                                    else args.out / "testbed.safetensors")
     if args.plot:
         publish_log(args.out / "training_log.json", weights_path.parent)
         return 0

@@ -14,8 +14,6 @@ from pathlib import Path
 import torch
 
 WEIGHTS = Path(__file__).resolve().parent / "testbed.safetensors"
-LATENT_SIZE = 16
-IMAGE_SIZE = LATENT_SIZE * 8
 
 UNET_CONFIG = {
     "model_channels": 32, "in_channels": 4, "out_channels": 4, "num_res_blocks": [1, 1, 1],

@@ -162,9 +162,6 @@ class Reading:
     hat: bool
     hat_pixels: np.ndarray  # boolean mask of the pixels read as hat
 
-    def shows(self, attribute: str, value) -> bool:
-        return getattr(self, attribute) == value
-
 
 def read(picture: np.ndarray) -> Reading:
     """Read a (SIZE, SIZE, 3) picture in [0, 1]: each pixel to its nearest palette colour, then counts and shapes."""

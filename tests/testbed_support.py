@@ -99,6 +99,14 @@ def load_testbed(weights=None) -> Testbed:
     return Testbed(model, clip, vae)
 
 
+def empty_latent(count: int) -> dict:
+    """What EmptyLatentImage gives at the testbed's 128×128: `count` latents of the scenes' size."""
+    import torch
+
+    size = support.pack_module("testbed.scenes").SIZE
+    return {"samples": torch.zeros(count, 4, size, size)}
+
+
 def batched(conditionings: list, seeds: int) -> list:
     """One conditioning whose batch holds each of `conditionings` `seeds` times: a prompt per sample, so that every
     prompt and seed of a setting is one KSampler run."""
@@ -113,9 +121,7 @@ def batched(conditionings: list, seeds: int) -> list:
 def sample(testbed: Testbed, setting: Setting, prompt_list: list, seeds: int, seed: int = 0, steps: int = STEPS,
            cfg: float = CFG) -> np.ndarray:
     """`seeds` pictures of each prompt under `setting` (prompt-major), in one KSampler run (noise from `seed`)."""
-    import torch
-
-    latent = {"samples": torch.zeros(len(prompt_list) * seeds, 4, 16, 16)}
+    latent = empty_latent(len(prompt_list) * seeds)
     negative = testbed.encode(setting.negative if setting.negative is not None else "")
     positive = batched([testbed.encode(p) for p in prompt_list], seeds)
     out = support.ksampler(testbed.sampler_model(setting), positive, negative, cfg, setting.sampler, steps=steps,
