@@ -9,7 +9,7 @@
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { EDGE_TOLERANCE, EDGE_TOLERANCES, NEG_SCALE_FOLLOWS_CFG, Window, followsCfg, formatNumber, samplePoints,
-  connectEmpty, scaleAt, validationProblem } from "./schedule.js";
+  connectEmpty, nodeName, scaleAt, validationProblem } from "./schedule.js";
 
 // ComfyUI lists a pack's example workflows in directory order (an unsorted glob), which scatters ours in the
 // Templates browser; their names are numbered, so sort this pack's list. The original request still runs.
@@ -37,6 +37,42 @@ const GRAPH_MAX_HEIGHT = 220;
 // How far to follow the patch's MODEL output (through other model patches) to find the sampler holding cfg.
 const SAMPLER_SEARCH_DEPTH = 6;
 const MAX_EXTRA_NEGATIVES = 8;
+
+// An error the patch (or the guider) raises once sampling has started comes from the sampler node: ComfyUI titles
+// its dialog and outlines that node. The message starts with the pack node's name and id (validation.node_name), so
+// point the error at that node instead, the one whose settings to fix. Registered when this file is imported, before
+// the app's own listener shows the dialog; the execution store has recorded the same object already, so write
+// through its reactive copy first (tests/e2e/test_browser.py, frontends 1.32.9 and 1.49.6).
+const NAMED_NODE = /^.+? #([\w:]+): /;
+api.addEventListener("execution_error", ({ detail }) => {
+  try {
+    const id = NAMED_NODE.exec(detail?.exception_message ?? "")?.[1];
+    if (!id || String(detail.node_id) === id) return;
+    const node = nodeByExecutionId(id);
+    if (!node || !NODE_TYPES.has(node.type)) return;
+    const stored = app.lastExecutionError;
+    const same = stored && stored.prompt_id === detail.prompt_id && stored.exception_message === detail.exception_message;
+    for (const error of same ? [stored, detail] : [detail]) {
+      error.node_id = id;
+      error.node_type = node.constructor?.title || node.type;
+    }
+    app.graph?.setDirtyCanvas?.(true, true);
+  } catch (error) {
+    console.warn("[negative-guidance] could not point the error at its node", error);
+  }
+});
+
+/** The node of a ComfyUI execution id ("12", or "5:12" inside a subgraph), or null. */
+function nodeByExecutionId(id) {
+  let graph = app.graph;
+  let node = null;
+  for (const part of String(id).split(":")) {
+    if (node) graph = node.subgraph;
+    node = graph?.getNodeById?.(part) ?? null;
+    if (!node) return null;
+  }
+  return node;
+}
 
 const UNIT_LABELS = {
   steps: "fraction of steps",
@@ -156,12 +192,13 @@ function dynamicScaleOf(node) {
 }
 
 /** The sampling code's sentence (nodes/guidance.py begin_run) for a dynamic scale without `empty`. */
-function dynamicNeedsEmpty(type) {
-  return connectEmpty(type, "a dynamic negative scale tracks its probability from eps(∅).");
+function dynamicNeedsEmpty(name) {
+  return connectEmpty(name, "a dynamic negative scale tracks its probability from eps(∅).");
 }
 
+/** A node as the server's messages name it (validation.node_name): display name, the user's title, id. */
 function describeNode(node) {
-  return `${node.type} #${node.id}`;
+  return nodeName(node.constructor?.title || node.type, node.id, node.title);
 }
 
 /** What the graph shows, read from the widgets (and from the sampler, scheduler and extra negatives linked). */
@@ -182,7 +219,7 @@ function readSettings(node) {
   const extraNodes = extraNegativeNodes(node);
   const extras = extraNodes.map((extra) => ({
     id: extra.id, scale: Number(widgetValue(extra, "neg_scale")), window: windowOf(extra),
-    problem: validationProblem(EXTRA_NEGATIVE_TYPE, {
+    problem: validationProblem(describeNode(extra), {
       neg_scale: Number(widgetValue(extra, "neg_scale")), neg_start: Number(widgetValue(extra, "neg_start")),
       neg_end: Number(widgetValue(extra, "neg_end")), window_unit: widgetValue(extra, "window_unit"),
       ramp: widgetValue(extra, "ramp"), ramp_width: Number(widgetValue(extra, "ramp_width")) }, null, false),
@@ -199,10 +236,10 @@ function readSettings(node) {
     // The sentence the server would refuse these settings with (for the patch, cfg is the sampler's), in the
     // order it checks them: the node's own inputs when it runs (the guider's `empty` there too), then, when
     // sampling starts, a dynamic scale without `empty`, then (the patch) the rest of `empty`'s need.
-    problem: validationProblem(node.type, values, isGuider ? emptyConnected : null)
+    problem: validationProblem(describeNode(node), values, isGuider ? emptyConnected : null)
       ?? extras.find((extra) => extra.problem)?.problem
-      ?? (anyDynamic && !emptyConnected ? dynamicNeedsEmpty(node.type) : null)
-      ?? (!isGuider && sampler && !anyDynamic ? validationProblem(node.type, values, emptyConnected) : null),
+      ?? (anyDynamic && !emptyConnected ? dynamicNeedsEmpty(describeNode(node)) : null)
+      ?? (!isGuider && sampler && !anyDynamic ? validationProblem(describeNode(node), values, emptyConnected) : null),
   };
 }
 

@@ -107,6 +107,13 @@ export function scaleAt(cfg, negScale) {
   return cfg == null ? null : cfg - 1;
 }
 
+/** How a message names a node (validation.node_name): as the canvas shows it, its display name and the title the
+ *  user gave it if any, then its id as ComfyUI's node id badges write it. */
+export function nodeName(displayName, id, title) {
+  const shown = title && title.trim() && title !== displayName ? `${displayName} "${title}"` : displayName;
+  return id === null || id === undefined || id === "" ? shown : `${shown} #${id}`;
+}
+
 /** The sentence for ∅ needed but not connected (validation.connect_empty). */
 export function connectEmpty(node, why) {
   return `${node}: connect 'empty' (the empty prompt ∅, e.g. CLIPTextEncode with no text): ${why}`;

@@ -8,8 +8,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import dynamic, validation
-from .sockets import DynamicNegativeSettings
-from .validation import schema_bounds
+from .sockets import NAMING_INPUTS, DynamicNegativeSettings
+from .validation import DISPLAY_NAMES, schema_bounds
 
 CUSTOM = "custom (the inputs below)"
 PRESET_NAMES = (CUSTOM, *dynamic.PRESETS)
@@ -28,7 +28,7 @@ class DynamicNegativeScale(io.ComfyNode):
         defaults = dynamic.DynamicNegative()
         return io.Schema(
             node_id=NODE,
-            display_name="Dynamic Negative Scale",
+            display_name=DISPLAY_NAMES["DynamicNegativeScale"],
             category="advanced/guidance",
             # ComfyUI's way of saying so: the server marks the node experimental and the frontend tags it.
             is_experimental=True,
@@ -70,23 +70,26 @@ class DynamicNegativeScale(io.ComfyNode):
                 display_name="dynamic",
                 tooltip="Connect to the 'dynamic' input of Negative Guidance, Negative Guidance Guider or Extra "
                         "Negative.")],
+            hidden=NAMING_INPUTS,
         )
 
     @classmethod
     def validate_inputs(cls, preset=None, update=None):
         # Only the choices (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI repeats a sentence once per input
         # this function takes and stops checking those inputs' min/max, so the numbers are checked in execute.
-        return (validation.choice_problem(NODE, "preset", preset, PRESET_NAMES)
-                or validation.choice_problem(NODE, "update", update, tuple(UPDATES)) or True)
+        shown = validation.DISPLAY_NAMES[NODE]  # the problem is shown on this node: its id is not needed
+        return (validation.choice_problem(shown, "preset", preset, PRESET_NAMES)
+                or validation.choice_problem(shown, "update", update, tuple(UPDATES)) or True)
 
     @classmethod
     def execute(cls, preset, strength, prior, temperature, offset, p_max, update=None) -> io.NodeOutput:
         # Values that arrived through links were not checked before the run (also under a preset, as always).
-        problem = validation.choice_problem(NODE, "update", update, tuple(UPDATES))
+        node = validation.running_node_name(cls)
+        problem = validation.choice_problem(node, "update", update, tuple(UPDATES))
         method = UPDATES.get(update, dynamic.DynamicNegative.method)
         custom = dynamic.DynamicNegative(strength=float(strength), prior=float(prior), temperature=float(temperature),
                                          offset=float(offset), p_max=float(p_max), method=method)
-        problem = problem or validation.problem(NODE, custom)
+        problem = problem or validation.problem(node, custom)
         if problem:
             raise ValueError(problem)
         return io.NodeOutput(custom if preset == CUSTOM else dynamic.PRESETS[preset])

@@ -6,12 +6,15 @@ or as optional (tests/test_schema.py pins them).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from comfy_api.latest import io
 
 from . import schedule, validation
 from .dynamic_nodes import DYNAMIC_TOOLTIP
 from .guidance import GuidancePlan, NegativeGuidancePatch, NegativeGuider
-from .sockets import DynamicNegativeSettings, ExtraNegatives, TraceHandle
+from .sockets import NAMING_INPUTS, DynamicNegativeSettings, ExtraNegatives, TraceHandle
+from .validation import DISPLAY_NAMES, running_node_name
 from .validation import schema_bounds as bounds
 
 EMPTY_TOOLTIP = ("The empty prompt ∅ (CLIPTextEncode with no text, or ConditioningZeroOut). Needed whenever the "
@@ -78,6 +81,53 @@ def check(node: str, settings, empty_connected: bool | None = None):
         raise ValueError(problem)
 
 
+def check_samplers(plan: GuidancePlan, hidden) -> None:
+    """Refuses the patch here, before any sampling, where the prompt shows a sampler whose cfg it cannot run at (∅
+    needed but not connected): the error then names and outlines this node, not the sampler. A cfg that arrives by
+    link, or a sampler this search does not reach, is checked when sampling starts (GuidancePlan.begin_run)."""
+    for cfg in sampler_cfgs(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)):
+        problem = validation.problem(plan.node, replace(plan.settings, cfg=cfg), plan.empty is not None)
+        if problem:
+            raise ValueError(problem)  # the sentence sampling would stop with, and the graph shows, at that cfg
+
+
+# The stock nodes that sample a MODEL with ComfyUI's plain CFGGuider at their own cfg input: the patch acts there
+# (other guiders, e.g. PerpNegGuider, keep their own guidance and the patch stands aside).
+PLAIN_CFG_SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "CFGGuider")
+
+
+def sampler_cfgs(prompt, patch_id) -> list[float]:
+    """The cfg of each plain-CFG sampler of the API prompt that takes this patch's MODEL and has its cfg typed in,
+    followed through the other nodes that give a MODEL on (LoRA loaders, other patches)."""
+    import nodes as comfy_nodes  # ComfyUI's registry (this package's own `nodes` is only imported relatively)
+
+    if not isinstance(prompt, dict) or patch_id is None:
+        return []
+    found, frontier, seen = [], [(str(patch_id), 0)], set()
+    while frontier:
+        source = frontier.pop()
+        if source in seen:
+            continue
+        seen.add(source)
+        for node_id, node in prompt.items():
+            inputs = node.get("inputs") if isinstance(node, dict) else None
+            if not isinstance(inputs, dict) or not any(
+                    isinstance(value, list) and len(value) == 2 and (str(value[0]), value[1]) == source
+                    for value in inputs.values()):
+                continue
+            class_type = node.get("class_type")
+            if class_type in PLAIN_CFG_SAMPLERS:
+                cfg = inputs.get("cfg")
+                if isinstance(cfg, (int, float)) and not isinstance(cfg, bool):
+                    found.append(float(cfg))
+                continue
+            if class_type == "NegativeGuidance":
+                continue  # a later patch replaces this one on the model it gives
+            outputs = getattr(comfy_nodes.NODE_CLASS_MAPPINGS.get(class_type), "RETURN_TYPES", None) or ()
+            frontier.extend((str(node_id), slot) for slot, kind in enumerate(outputs) if kind == "MODEL")
+    return found
+
+
 def term_from(neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, dynamic=None, main=True
               ) -> schedule.NegativeTerm:
     window = schedule.Window(float(neg_start), float(neg_end), ramp, float(ramp_width))
@@ -100,7 +150,7 @@ class NegativeGuidance(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidance",
-            display_name="Negative Guidance (patch)",
+            display_name=DISPLAY_NAMES["NegativeGuidance"],
             category="advanced/guidance",
             description=("Gives the negative prompt its own strength (neg_scale) and its own part of the run "
                          "(neg_start to neg_end) on the ordinary KSampler. Keep positive, negative and cfg on the "
@@ -117,6 +167,8 @@ class NegativeGuidance(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with negative guidance; sample it with KSampler (or "
                                              "KSamplerAdvanced, SamplerCustom), whose cfg is s⁺.")],
+            # the prompt: the samplers this patch feeds, whose cfg decides whether ∅ is needed (check_samplers)
+            hidden=[*NAMING_INPUTS, io.Hidden.prompt],
         )
 
     @classmethod
@@ -124,9 +176,10 @@ class NegativeGuidance(io.ComfyNode):
                 extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
         # cfg (s⁺) is the sampler's, read when sampling starts; 1.0 stands in until then, and whether ∅ is needed
         # (which depends on it) is checked there.
-        plan = plan_from("NegativeGuidance", 1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
+        plan = plan_from(running_node_name(cls), 1.0, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                          empty, extra_negatives, evaluation, trace, dynamic)
         check(plan.node, plan.settings)
+        check_samplers(plan, cls.hidden)
         return io.NodeOutput(NegativeGuidancePatch(plan).apply_to(model))
 
 
@@ -135,7 +188,7 @@ class NegativeGuidanceGuider(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceGuider",
-            display_name="Negative Guidance Guider",
+            display_name=DISPLAY_NAMES["NegativeGuidanceGuider"],
             category="sampling/custom_sampling/guiders",
             description=("A guider for SamplerCustomAdvanced that gives the positive prompt (cfg) and the negative "
                          "prompt (neg_scale) separate strengths, and the negative its own part of the run "
@@ -153,12 +206,13 @@ class NegativeGuidanceGuider(io.ComfyNode):
                 *options_inputs(),
             ],
             outputs=[io.Guider.Output(tooltip="Connect to the guider input of SamplerCustomAdvanced.")],
+            hidden=NAMING_INPUTS,
         )
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                 empty=None, extra_negatives=None, evaluation="batched", trace=None, dynamic=None) -> io.NodeOutput:
-        plan = plan_from("NegativeGuidanceGuider", cfg, neg_scale, neg_start, neg_end, window_unit, ramp,
+        plan = plan_from(running_node_name(cls), cfg, neg_scale, neg_start, neg_end, window_unit, ramp,
                          ramp_width, empty, extra_negatives, evaluation, trace, dynamic)
         check(plan.node, plan.settings, empty is not None)
         guider = NegativeGuider(model, plan)
@@ -171,7 +225,7 @@ class ExtraNegative(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ExtraNegative",
-            display_name="Extra Negative (for Negative Guidance)",
+            display_name=DISPLAY_NAMES["ExtraNegative"],
             category="advanced/guidance",
             description=("One more negative prompt with its own strength and its own part of the run, for "
                          "Negative Guidance (patch) or the Negative Guidance Guider: eps -= sᵢ·wᵢ(t)·(eps(ỹᵢ) - "
@@ -188,13 +242,14 @@ class ExtraNegative(io.ComfyNode):
             outputs=[ExtraNegatives.Output(display_name="extra_negatives",
                                            tooltip="This negative and the earlier ones: connect to extra_negatives "
                                                    "of a guidance node or of another Extra Negative.")],
+            hidden=NAMING_INPUTS,
         )
 
     @classmethod
     def execute(cls, negative, neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width,
                 extra_negatives=None, dynamic=None) -> io.NodeOutput:
         term = term_from(neg_scale, neg_start, neg_end, window_unit, ramp, ramp_width, dynamic, main=False)
-        check("ExtraNegative", term)
+        check(running_node_name(cls), term)
         return io.NodeOutput((*(extra_negatives or ()), (negative, term)))
 
 

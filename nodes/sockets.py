@@ -7,3 +7,7 @@ ExtraNegatives = io.Custom("NEGATIVE_GUIDANCE_TERMS")
 DynamicNegativeSettings = io.Custom("NEGATIVE_GUIDANCE_DYNAMIC")
 TraceHandle = io.Custom("NEGATIVE_GUIDANCE_TRACE")
 ProbeHandle = io.Custom("NEGATIVE_GUIDANCE_PROBE")
+
+# The hidden inputs a node asks for so that its messages can name it as the canvas shows it (validation.node_name):
+# its id and the workflow with its title.
+NAMING_INPUTS = [io.Hidden.unique_id, io.Hidden.extra_pnginfo]

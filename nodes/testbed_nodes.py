@@ -9,6 +9,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..testbed import model as testbed_model
+from .validation import DISPLAY_NAMES
 
 
 class NegativeGuidanceTestbed(io.ComfyNode):
@@ -16,7 +17,7 @@ class NegativeGuidanceTestbed(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceTestbed",
-            display_name="Negative Guidance Testbed (tiny demo model)",
+            display_name=DISPLAY_NAMES["NegativeGuidanceTestbed"],
             category="advanced/guidance/testbed",
             description=(
                 "A 5 M-parameter model trained by this pack on synthetic 16×16 scenes (testbed/MODEL_CARD.md), to "

@@ -20,9 +20,9 @@ from comfy_api.latest import io, ui
 
 from . import log, validation
 from . import probe as probe_lib
-from .sockets import ProbeHandle, TraceHandle
+from .sockets import NAMING_INPUTS, ProbeHandle, TraceHandle
 from .trace import GuidanceTrace, figure_to_image, render_run
-from .validation import schema_bounds
+from .validation import DISPLAY_NAMES, running_node_name, schema_bounds
 
 LATENT_TOOLTIP = ("The sampler's output LATENT. Connect it so that this node runs after sampling has filled the "
                   "handle; it is passed through unchanged.")
@@ -57,7 +57,7 @@ class NegativeGuidanceTrace(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceTrace",
-            display_name="Guidance Trace (for Negative Guidance)",
+            display_name=DISPLAY_NAMES["NegativeGuidanceTrace"],
             category="advanced/guidance/inspect",
             description=("Records what the negative guidance does at each step of a run: its strengths, the model "
                          "passes, how strongly the negative pulled. Connect it to the 'trace' input of a guidance "
@@ -78,7 +78,7 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceTracePlot",
-            display_name="Guidance Trace Plot (for Negative Guidance)",
+            display_name=DISPLAY_NAMES["NegativeGuidanceTracePlot"],
             category="advanced/guidance/inspect",
             description=("Plots, step by step, what the negative guidance did in the run the trace recorded: the "
                          "strengths s⁺ and s⁻·w(t), the model passes, how far the positive and the negative pulled "
@@ -101,7 +101,7 @@ class NegativeGuidanceTracePlot(io.ComfyNode):
     def validate_inputs(cls, x_axis=None):
         # ComfyUI 0.3.75 does not check a V3 combo's value itself. One input only: ComfyUI shows the sentence once
         # per input this function takes.
-        return validation.choice_problem("NegativeGuidanceTracePlot", "x_axis", x_axis, X_AXES) or True
+        return validation.choice_problem(DISPLAY_NAMES["NegativeGuidanceTracePlot"], "x_axis", x_axis, X_AXES) or True
 
     @classmethod
     def execute(cls, trace, latent, x_axis="step") -> io.NodeOutput:
@@ -121,7 +121,7 @@ class NegativeGuidanceProbe(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceProbe",
-            display_name="Negative Prompt Attention Probe (r_t)",
+            display_name=DISPLAY_NAMES["NegativeGuidanceProbe"],
             category="advanced/guidance/inspect",
             description=("Measures, at each step, how much attention the model pays to a word of the negative "
                          "prompt compared with the positive-prompt word it relates to (r_t of Ban et al. 2024: the "
@@ -150,6 +150,7 @@ class NegativeGuidanceProbe(io.ComfyNode):
             outputs=[io.Model.Output(tooltip="The model with the probe; sample this one."),
                      ProbeHandle.Output(display_name="probe",
                                         tooltip="Connect to Negative Prompt Attention Probe Plot.")],
+            hidden=NAMING_INPUTS,
         )
 
     @classmethod
@@ -157,20 +158,20 @@ class NegativeGuidanceProbe(io.ComfyNode):
         # Only `layers` (ComfyUI 0.3.75 does not check a V3 combo's value): ComfyUI shows the sentence once per input
         # this function takes, and checks min/max (map_size) only of inputs it does not take. Empty or unknown words
         # are refused when the node runs (probe.find_word), naming the input.
-        return validation.choice_problem("NegativeGuidanceProbe", "layers", layers, probe_lib.LAYER_RULES) or True
+        return validation.choice_problem(DISPLAY_NAMES["NegativeGuidanceProbe"], "layers", layers,
+                                          probe_lib.LAYER_RULES) or True
 
     @classmethod
     def execute(cls, model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
                 layers="non_middle") -> io.NodeOutput:
         probed, probe = make_probe(model, clip, positive_text, negative_text, positive_word, negative_word,
-                                   map_size, layers)
+                                   map_size, layers, node=running_node_name(cls))
         return io.NodeOutput(probed, probe)
 
 
 def make_probe(model, clip, positive_text, negative_text, positive_word, negative_word, map_size=64,
-               layers="non_middle"):
-    """(a clone of `model` with the probe's attn2 patch and run wrapper, the AttentionProbe)."""
-    node = "NegativeGuidanceProbe"
+               layers="non_middle", node: str = DISPLAY_NAMES["NegativeGuidanceProbe"]):
+    """(a clone of `model` with the probe's attn2 patch and run wrapper, the AttentionProbe); problems name `node`."""
     # ComfyUI checks the schema's bounds and options only on widget values: linked ones are checked here.
     problem = (validation.numbers_problem(node, {"map_size": map_size})
                or validation.choice_problem(node, "layers", layers, probe_lib.LAYER_RULES))
@@ -200,7 +201,7 @@ class NegativeGuidanceProbePlot(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="NegativeGuidanceProbePlot",
-            display_name="Negative Prompt Attention Probe Plot",
+            display_name=DISPLAY_NAMES["NegativeGuidanceProbePlot"],
             category="advanced/guidance/inspect",
             description=("Plots, per step, how much attention the negative word drew compared with the positive "
                          "word (r_t, plain and word-restricted) in the run the probe saw; also as JSON."),

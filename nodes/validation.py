@@ -25,8 +25,53 @@ BOUND_NOTES = {"neg_scale": " (any negative value follows cfg)", "neg_start": " 
                "neg_end": " (a fraction of sampling)"}
 GUIDANCE_NUMBERS = ("cfg", "neg_scale", "neg_start", "neg_end", "ramp_width")
 DYNAMIC_NUMBERS = ("strength", "prior", "temperature", "offset", "p_max")
-# The node an extra negative's problem is named after (its settings reach the guidance node as a NegativeTerm).
-EXTRA_NEGATIVE_NODE = "ExtraNegative"
+# The names the canvas shows for the pack's nodes; their schemas read them from here, and every message starts with
+# one (with the node's id where ComfyUI gives it): the user looks for the node by what it shows, not by its class.
+DISPLAY_NAMES = {
+    "NegativeGuidance": "Negative Guidance (patch)",
+    "NegativeGuidanceGuider": "Negative Guidance Guider",
+    "ExtraNegative": "Extra Negative (for Negative Guidance)",
+    "DynamicNegativeScale": "Dynamic Negative Scale",
+    "NegativeGuidanceTrace": "Guidance Trace (for Negative Guidance)",
+    "NegativeGuidanceTracePlot": "Guidance Trace Plot (for Negative Guidance)",
+    "NegativeGuidanceProbe": "Negative Prompt Attention Probe (r_t)",
+    "NegativeGuidanceProbePlot": "Negative Prompt Attention Probe Plot",
+    "NegativeGuidanceTestbed": "Negative Guidance Testbed (tiny demo model)",
+}
+# The node an extra negative's problem is named after when the guidance node finds it (its settings reach that node
+# as a NegativeTerm, without the ExtraNegative node's id).
+EXTRA_NEGATIVE_NODE = DISPLAY_NAMES["ExtraNegative"]
+
+
+def node_name(node_id: str, unique_id=None, title=None) -> str:
+    """How a message names a node: as the canvas shows it (its display name, and the title the user gave it if any)
+    and by its id, as ComfyUI's node id badges write it: 'Negative Guidance (patch) "delayed" #12'.
+    js/schedule.js `nodeName` writes the same; js/negative_guidance.js finds the node again by the id."""
+    shown = DISPLAY_NAMES.get(node_id, node_id)
+    if title and title != shown:
+        shown = f'{shown} "{title}"'
+    return shown if unique_id is None or unique_id == "" else f"{shown} #{unique_id}"
+
+
+def running_node_name(node_class) -> str:
+    """`node_name` for a V3 node class while ComfyUI runs it: its hidden inputs give the id and the workflow (with
+    the node's title). Called directly (tests, scripts) there are none, and the display name alone is given."""
+    hidden = getattr(node_class, "hidden", None)
+    unique_id = getattr(hidden, "unique_id", None)
+    # The schema's node_id: ComfyUI runs a copy of the class under another name (e.g. NegativeGuidanceClone).
+    node_id = node_class.define_schema().node_id
+    return node_name(node_id, unique_id, workflow_title(getattr(hidden, "extra_pnginfo", None), unique_id))
+
+
+def workflow_title(extra_pnginfo, unique_id) -> str | None:
+    """The title of node `unique_id` in the workflow the frontend sent along, or None (no workflow: an API prompt)."""
+    workflow = extra_pnginfo.get("workflow") if isinstance(extra_pnginfo, dict) else None
+    nodes = workflow.get("nodes") if isinstance(workflow, dict) else None
+    for node in nodes if isinstance(nodes, list) else ():
+        if isinstance(node, dict) and str(node.get("id")) == str(unique_id):
+            title = node.get("title")
+            return title if isinstance(title, str) and title.strip() else None
+    return None
 
 
 def input_bounds(name: str, follows_cfg: bool = True) -> tuple:
@@ -139,7 +184,7 @@ def problem(node: str, settings, empty_connected: bool | None = None) -> str | N
     """The first problem with a node's settings, as a sentence naming the node and the input, or None.
 
     Args:
-        node: the node to name (an extra negative is named ExtraNegative).
+        node: the node to name, as `node_name` writes it (an extra negative is named EXTRA_NEGATIVE_NODE).
         settings: a GuidanceSettings (every negative, main first), a NegativeTerm (one ExtraNegative node's), or a
             DynamicNegative.
         empty_connected: whether ∅ is connected; None where that is not known yet (the patch node, whose cfg is

@@ -345,7 +345,7 @@ def test_dynamic_needs_empty(host):
     nodes, dynamic = pack()
     model = nodes.NegativeGuidance.execute(host.model, -1.0, 0.0, 1.0, "steps", "hard", 0.0,
                                            dynamic=dynamic.DynamicNegative()).result[0]
-    with pytest.raises(ValueError, match="NegativeGuidance: connect 'empty'.*dynamic negative"):
+    with pytest.raises(ValueError, match=r"Negative Guidance \(patch\): connect 'empty'.*dynamic negative"):
         patch_sample(host, model)
 
 
@@ -377,12 +377,12 @@ def test_dynamic_node_builds_settings_and_presets(host):
     assert custom == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9)
     paper = nodes.DynamicNegativeScale.execute("Stable Diffusion (paper)", 1.5, 0.2, 0.5, 0.0, 0.9).result[0]
     assert paper.prior == 0.01 and paper.strength == 20.0 and paper.method == "published"
-    assert nodes.DynamicNegativeScale.validate_inputs(preset="none").startswith("DynamicNegativeScale: preset")
-    with pytest.raises(ValueError, match=r"^DynamicNegativeScale: prior must lie between 0\.0001 and 0\.99, got 1\.$"):
+    assert nodes.DynamicNegativeScale.validate_inputs(preset="none").startswith("Dynamic Negative Scale: preset")
+    with pytest.raises(ValueError, match=r"^Dynamic Negative Scale: prior must lie between 0\.0001 and 0\.99, got 1\.$"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 1.0, 1.0, 0.0, 0.9)  # as a link would bring it
-    with pytest.raises(ValueError, match=r"DynamicNegativeScale: prior \(0.95\) must not be greater than p_max"):
+    with pytest.raises(ValueError, match=r"Dynamic Negative Scale: prior \(0.95\) must not be greater than p_max"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.95, 1.0, 0.0, 0.9)
-    with pytest.raises(ValueError, match="DynamicNegativeScale: p_max"):
+    with pytest.raises(ValueError, match="Dynamic Negative Scale: p_max"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 1.5)
 
 
@@ -396,8 +396,8 @@ def test_dynamic_node_update_input_is_optional_and_last(host):
     assert nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9).result[0].method == "mixture"
     ito = nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9, update="Itô (any path)").result[0]
     assert ito == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9, method="ito")
-    assert nodes.DynamicNegativeScale.validate_inputs(update="x").startswith("DynamicNegativeScale: update")
-    with pytest.raises(ValueError, match="DynamicNegativeScale: update must be one of"):
+    assert nodes.DynamicNegativeScale.validate_inputs(update="x").startswith("Dynamic Negative Scale: update")
+    with pytest.raises(ValueError, match="Dynamic Negative Scale: update must be one of"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 0.9, update="x")
 
 

@@ -201,8 +201,8 @@ def test_linked_values_are_checked_when_sampling_starts(host, route, settings, m
               "ramp_width": 0.0, **settings}
     passes = PassCounter()
     model = passes.counting(host.model)
-    node = "NegativeGuidance" if route == "patch" else "NegativeGuidanceGuider"
-    with pytest.raises(ValueError, match=rf"^{node}: .*{re.escape(message)}"):
+    node = "Negative Guidance (patch)" if route == "patch" else "Negative Guidance Guider"
+    with pytest.raises(ValueError, match=rf"^{re.escape(node)}: .*{re.escape(message)}"):
         if route == "patch":
             patched = node_classes().NegativeGuidance.execute(model, empty=host.empty, **values).result[0]
             ksampler(patched, host.positive, host.negative, 6.0, "euler", STEPS, latent=host.latent)

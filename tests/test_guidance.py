@@ -236,7 +236,7 @@ def test_steps_unit_counts_this_runs_own_steps(host, route):
 
 def test_patch_without_empty_stops_before_the_first_pass(host):
     passes = PassCounter()
-    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'.*cfg 6 "):
+    with pytest.raises(ValueError, match=r"^Negative Guidance \(patch\): connect 'empty'.*cfg 6 "):
         ksampler(patch(passes.counting(host.model), neg_scale=2.0), host.positive, host.negative, CFG, "euler",
                  STEPS, latent=host.latent)
     assert passes.evaluations == []
@@ -264,6 +264,27 @@ def comfyui_validation(host, node_id, **kwargs) -> list:
     }
     _, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "node", {}))
     return errors
+
+
+def test_patch_finds_the_cfg_of_the_samplers_it_feeds(host):
+    """The patch checks its need for ∅ when it runs at the cfg of each plain-CFG sampler the API prompt shows it
+    feeding, through other model nodes; not at a guider that keeps its own guidance (the patch stands aside there),
+    not past a later patch (it replaces this one), not at a cfg that arrives by link (known only when sampling)."""
+    link = lambda node, slot=0: [node, slot]  # noqa: E731
+    prompt = {
+        "patch": {"class_type": "NegativeGuidance", "inputs": {"model": link("ckpt")}},
+        "lora": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": link("patch"), "lora_name": "x",
+                                                                 "strength_model": 1.0}},
+        "through_lora": {"class_type": "KSampler", "inputs": {"model": link("lora"), "cfg": 6.0}},
+        "advanced": {"class_type": "KSamplerAdvanced", "inputs": {"model": link("patch"), "cfg": 4}},
+        "perp_neg": {"class_type": "PerpNegGuider", "inputs": {"model": link("patch"), "cfg": 7.0}},
+        "later_patch": {"class_type": "NegativeGuidance", "inputs": {"model": link("patch")}},
+        "after_later": {"class_type": "KSampler", "inputs": {"model": link("later_patch"), "cfg": 9.0}},
+        "linked_cfg": {"class_type": "KSampler", "inputs": {"model": link("patch"), "cfg": link("primitive")}},
+        "other_model": {"class_type": "KSampler", "inputs": {"model": link("ckpt"), "cfg": 3.0}},
+    }
+    cfgs = support.pack_module("nodes.negative_guidance").sampler_cfgs(prompt, "patch")
+    assert sorted(cfgs) == [4.0, 6.0]
 
 
 @pytest.mark.parametrize("node_id, name, value", [
@@ -303,7 +324,8 @@ def test_node_refuses_bad_settings_when_it_runs(host, node_id, kwargs, message):
     values = {"cfg": 8.0, "neg_scale": -1.0, "neg_start": 0.0, "neg_end": 1.0, "window_unit": "steps",
               "ramp": "hard", "ramp_width": 0.0, **kwargs}
     classes = node_classes()
-    with pytest.raises(ValueError, match=rf"^{node_id}: .*{re.escape(message)}"):
+    shown = {"NegativeGuidanceGuider": "Negative Guidance Guider", "NegativeGuidance": "Negative Guidance (patch)"}
+    with pytest.raises(ValueError, match=rf"^{re.escape(shown[node_id])}: .*{re.escape(message)}"):
         if node_id == "NegativeGuidanceGuider":
             classes.NegativeGuidanceGuider.execute(host.model, host.positive, host.negative, **values)
         else:

@@ -99,11 +99,15 @@ VALIDATION_CASES = [
 def build_validation_vectors() -> list:
     validation = load_pure_module("nodes/validation.py")
     cases = []
-    for node, follows_cfg in (("NegativeGuidanceGuider", True), ("ExtraNegative", False)):
+    # Each message names its node as the canvas shows it (validation.node_name; js/schedule.js nodeName).
+    for node_id, unique_id, title, follows_cfg in (("NegativeGuidanceGuider", 12, None, True),
+                                                   ("ExtraNegative", "7:3", "no red", False)):
+        node = validation.node_name(node_id, unique_id, title)
         for changes, empty in VALIDATION_CASES + [({"neg_scale": -1.0}, None), ({"neg_scale": 2.0}, None)]:
             values = {**VALID, **changes}
             problem = validation.inputs_problem(node, *values.values(), empty, follows_cfg=follows_cfg)
-            cases.append({"node": node, "follows_cfg": follows_cfg, "values": values, "empty_connected": empty,
+            cases.append({"node": node, "display_name": validation.DISPLAY_NAMES[node_id], "unique_id": unique_id,
+                          "title": title, "follows_cfg": follows_cfg, "values": values, "empty_connected": empty,
                           "problem": problem})
     return cases
 

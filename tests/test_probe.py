@@ -54,7 +54,7 @@ def test_multi_token_word_maps_to_all_its_tokens(host):
 
 
 def test_word_not_in_prompt_or_empty_gets_a_clear_message(host):
-    with pytest.raises(ValueError, match="NegativeGuidanceProbe: negative_word 'hat' is not in the negative prompt"):
+    with pytest.raises(ValueError, match=r"Negative Prompt Attention Probe \(r_t\): negative_word 'hat' is not in the negative prompt"):
         make(host, negative_word="hat")
     with pytest.raises(ValueError, match="positive_word 'man' is not in the positive prompt"):
         make(host, positive_word="man")  # "woman" is one token: "man" is not part of it
@@ -63,12 +63,12 @@ def test_word_not_in_prompt_or_empty_gets_a_clear_message(host):
     with pytest.raises(ValueError, match="positive_word is empty"):
         make(host, positive_word=" ")
     schema_node = trace_nodes().NegativeGuidanceProbe
-    assert schema_node.validate_inputs(layers="some").startswith("NegativeGuidanceProbe: layers must be one of")
+    assert schema_node.validate_inputs(layers="some").startswith("Negative Prompt Attention Probe (r_t): layers must be one of")
 
 
 def test_map_size_by_link_is_checked_when_the_node_runs(host):
     # ComfyUI checks the schema bounds of widget values only; a linked map_size reaches execute unchecked.
-    with pytest.raises(ValueError, match="NegativeGuidanceProbe: map_size must lie between 1 and 256, got 100000"):
+    with pytest.raises(ValueError, match=r"Negative Prompt Attention Probe \(r_t\): map_size must lie between 1 and 256, got 100000"):
         make(host, map_size=100000)
 
 

@@ -111,15 +111,15 @@ def test_sequential_equals_batched(host, blurry, route):
 def test_extra_negative_validation(host):
     classes = node_classes()
     # Checked when the node runs: values that arrive through links are not known to validate_inputs.
-    with pytest.raises(ValueError, match=r"^ExtraNegative: neg_scale must lie between 0 and 100, got -1\.$"):
+    with pytest.raises(ValueError, match=r"^Extra Negative \(for Negative Guidance\): neg_scale must lie between 0 and 100, got -1\.$"):
         classes.ExtraNegative.execute(None, -1.0, 0.0, 1.0, "steps", "hard", 0.0)
-    with pytest.raises(ValueError, match=r"^ExtraNegative: neg_start \(0\.9\) must not be greater than neg_end"):
+    with pytest.raises(ValueError, match=r"^Extra Negative \(for Negative Guidance\): neg_start \(0\.9\) must not be greater than neg_end"):
         classes.ExtraNegative.execute(None, 1.0, 0.9, 0.1, "steps", "hard", 0.0)
 
 
 def test_extra_negatives_need_empty(host, blurry):
     passes = PassCounter()
     model = patch(passes.counting(host.model), -1.0, extra_negatives=extra(blurry, 1.0))
-    with pytest.raises(ValueError, match=r"^NegativeGuidance: connect 'empty'"):
+    with pytest.raises(ValueError, match=r"^Negative Guidance \(patch\): connect 'empty'"):
         ksampler(model, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
     assert passes.evaluations == []

@@ -482,9 +482,72 @@ async function build({ page, pageErrors }) {
   return { built, pageErrors };
 }
 
+/**
+ * Runs a template twice from the page, as a user queues it: first with its patch as the ordinary negative (neg_scale
+ * = cfg - 1 over the whole run, so no ∅: `empty` disconnected), then with its KSampler at another cfg. The patch,
+ * unchanged, is cached, so the second run fails while the KSampler samples. Reports where the error points: the
+ * app's last execution error, the dialogs shown, the nodes outlined.
+ */
+async function errorAtItsNode({ page, pageErrors }, request) {
+  const listed = await templates(page, request.server);
+  await loadWorkflow(page, listed[request.template], request.template);
+  const ids = await page.evaluate(({ cfg }) => {
+    const { app, api } = window;
+    window.negguideEvents = [];
+    for (const type of ["execution_success", "execution_error"]) {
+      app.api?.addEventListener?.(type, ({ detail }) => window.negguideEvents.push({ type, detail }));
+    }
+    const patch = app.graph.nodes.find((node) => node.type === "NegativeGuidance");
+    const sampler = patch.getOutputNodes(0).find((node) => node.type === "KSampler");
+    const set = (node, name, value) => {
+      const widget = node.widgets.find((w) => w.name === name);
+      widget.value = value;
+      widget.callback?.(value, app.canvas, node);
+    };
+    patch.disconnectInput(patch.inputs.findIndex((input) => input.name === "empty"));
+    for (const [name, value] of Object.entries({ neg_scale: cfg - 1, neg_start: 0, neg_end: 1 })) set(patch, name, value);
+    set(sampler, "cfg", cfg);
+    for (const node of app.graph.nodes) {
+      if (node.type === "KSampler") set(node, "steps", 3);
+      if (node.type === "EmptyLatentImage") set(node, "batch_size", 1);
+    }
+    return { patch: patch.id, sampler: sampler.id };
+  }, { cfg: request.cfg });
+  const run = async (count) => {
+    await page.evaluate(() => window.app.queuePrompt(0));
+    await page.waitForFunction((n) => window.negguideEvents.length >= n, count, { timeout: 180000 });
+    return page.evaluate((n) => window.negguideEvents[n - 1].type, count);
+  };
+  const first = await run(1);
+  await page.evaluate(({ sampler, cfg }) => {
+    const node = window.app.graph.getNodeById(sampler);
+    const widget = node.widgets.find((w) => w.name === "cfg");
+    widget.value = cfg;
+    widget.callback?.(cfg, window.app.canvas, node);
+  }, { sampler: ids.sampler, cfg: request.otherCfg });
+  const second = await run(2);
+  await page.waitForTimeout(800);
+  const shown = await page.evaluate(() => {
+    const { app } = window;
+    const error = app.lastExecutionError;
+    const outlined = app.graph.nodes.filter((node) => {
+      try {
+        return !!node.strokeStyles?.executionError?.call(node);
+      } catch {
+        return false;
+      }
+    }).map((node) => node.id);
+    const dialogs = [...document.querySelectorAll(".p-dialog")].filter((dialog) => dialog.offsetParent !== null)
+      .map((dialog) => dialog.innerText.slice(0, 800));
+    return { error: error && { node_id: String(error.node_id), node_type: error.node_type,
+      message: error.exception_message }, outlined, dialogs };
+  });
+  return { ...ids, first, second, ...shown, pageErrors };
+}
+
 const SCENARIOS = { "load-templates": loadTemplates, "missing-node-control": missingNodeControl,
   "edit-redraw": editRedraw, "type-window-edge": typeWindowEdge, "neg-scale-arrows": negScaleArrows, "drawn-after": drawnAfter,
-  "node-search": nodeSearch, screenshots, build };
+  "node-search": nodeSearch, "error-at-its-node": errorAtItsNode, screenshots, build };
 
 const request = await readStdin();
 const browser = await chromium.connectOverCDP(request.cdp);

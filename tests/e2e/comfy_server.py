@@ -29,6 +29,9 @@ TINY_CHECKPOINT_NODE = "NegGuideTestTinyCheckpoint"
 WORKFLOWS_DIR = PACK_ROOT / "workflows"
 API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"
 PACK_NODE_TYPES = ("NegativeGuidance", "NegativeGuidanceGuider")
+# What the canvas shows for them: the pack's messages name a node so (with its id), not by its class name.
+SHOWN_NAMES = {"NegativeGuidance": "Negative Guidance (patch)", "NegativeGuidanceGuider": "Negative Guidance Guider",
+               "ExtraNegative": "Extra Negative (for Negative Guidance)"}
 # Small enough that every example runs its full step count in seconds on a CPU: 64x64 pixels, an 8x8 latent.
 TINY_IMAGE_SIZE = 64
 STARTUP_TIMEOUT_S = 180
@@ -154,9 +157,11 @@ class ComfyServer:
         if status != 200:
             raise RuntimeError(f"POST /settings/{name}: {status} {body}")
 
-    def run_prompt(self, prompt: dict, timeout: float = 300) -> dict:
-        """Queue an API-format prompt and wait for its history entry; raises with the node errors on refusal."""
-        status, body = self.request("/prompt", {"prompt": prompt, "client_id": "negguide-tests"}, method="POST")
+    def run_prompt(self, prompt: dict, timeout: float = 300, extra_data: dict | None = None) -> dict:
+        """Queue an API-format prompt and wait for its history entry; raises with the node errors on refusal.
+        `extra_data`: what the frontend sends along (its `extra_pnginfo` holds the workflow, with node titles)."""
+        status, body = self.request("/prompt", {"prompt": prompt, "client_id": "negguide-tests",
+                                                **({"extra_data": extra_data} if extra_data else {})}, method="POST")
         if status != 200:
             raise PromptRefused(status, body)
         prompt_id = body["prompt_id"]

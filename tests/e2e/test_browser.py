@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from e2e.comfy_server import (PACK_ROOT, PACK_NODE_TYPES, WORKFLOWS_DIR, api_twin, ui_workflow_files,
+from e2e.comfy_server import (PACK_ROOT, PACK_NODE_TYPES, SHOWN_NAMES, WORKFLOWS_DIR, api_twin, ui_workflow_files,
                               with_tiny_models)
 from support import load_pure_module
 
@@ -198,28 +198,47 @@ def server_sentence(node: str, **values) -> str:
 def test_graph_shows_the_server_sentence_for_refused_settings(renderer, case, comfy_server, chromium):
     guider = {"template": "02 Guider, negative fades in", "node": "NegativeGuidanceGuider"}
     patch = {"template": "01 Delayed negative", "node": "NegativeGuidance"}
-    target, edits, disconnect, expected = {
+    # The sentence names the node as the canvas shows it, with its id (filled in once the template is loaded).
+    target, edits, disconnect, sentence = {
         # The guider of template 2: cfg 6, neg_scale 4, window 0.2-1, smoothstep 0.2; the patch of template 1:
         # neg_scale -1 on 0.1667-0.5, its KSampler at cfg 7.5.
         "inverted": (guider, {"neg_start": 0.8, "neg_end": 0.2}, None,
-                     server_sentence("NegativeGuidanceGuider", cfg=6.0, neg_scale=4.0, neg_start=0.8, neg_end=0.2,
+                     server_sentence("{node}", cfg=6.0, neg_scale=4.0, neg_start=0.8, neg_end=0.2,
                                      ramp="smoothstep", ramp_width=0.2)),
         "ramp_too_wide": (guider, {"neg_end": 0.5, "ramp_width": 0.2, "ramp": "linear"}, None,
-                          server_sentence("NegativeGuidanceGuider", neg_start=0.2, neg_end=0.5, ramp="linear",
+                          server_sentence("{node}", neg_start=0.2, neg_end=0.5, ramp="linear",
                                           ramp_width=0.2)),
         "guider_without_empty": (guider, {}, "empty",
-                                 server_sentence("NegativeGuidanceGuider", cfg=6.0, neg_scale=4.0, neg_start=0.2,
+                                 server_sentence("{node}", cfg=6.0, neg_scale=4.0, neg_start=0.2,
                                                  ramp="smoothstep", ramp_width=0.2, empty=False)),
         "patch_without_empty": (patch, {}, "empty",
-                                server_sentence("NegativeGuidance", cfg=7.5, neg_start=0.1667, neg_end=0.5,
+                                server_sentence("{node}", cfg=7.5, neg_start=0.1667, neg_end=0.5,
                                                 empty=False)),
     }[case]
-    assert expected
+    assert sentence
     result = chromium.run("drawn-after", comfy_server.url, template=target["template"],
                           edits=[{"type": target["node"], "widgets": edits}] if edits else [],
                           disconnect=[{"type": target["node"], "input": disconnect}] if disconnect else [])
     [state] = [state for state in result["states"] if state["type"] == target["node"]]
-    assert state["drawn"]["problem"] == expected
+    assert state["drawn"]["problem"] == sentence.format(node=f"{SHOWN_NAMES[target['node']]} #{state['id']}")
+    assert not our_page_errors(result)
+
+
+def test_an_error_raised_while_sampling_points_at_the_patch(comfy_server, chromium):
+    """The patch's need for ∅ depends on the sampler's cfg. Cached from a run that did not need ∅, the patch is not
+    run again when only the KSampler's cfg changes, so the error comes while the KSampler samples: ComfyUI titled the
+    dialog "KSampler" and outlined the KSampler. The pack's JS points both at the patch, named as the canvas shows it."""
+    comfy_server.set_setting("Comfy.VueNodes.Enabled", False)
+    result = chromium.run("error-at-its-node", comfy_server.url, template="07 Try it on CPU, testbed", cfg=5.0,
+                          otherCfg=6.0)
+    assert (result["first"], result["second"]) == ("execution_success", "execution_error"), result
+    patch = str(result["patch"])
+    assert result["error"]["message"].startswith(f"Negative Guidance (patch) #{patch}: connect 'empty'"), result
+    assert result["error"]["node_id"] == patch, result
+    assert result["error"]["node_type"] == "Negative Guidance (patch)", result
+    assert result["outlined"] == [result["patch"]], result
+    # 1.32.9 shows the error in a dialog titled by node_type; 1.49.6 in its errors panel, by the same field.
+    assert all(dialog.startswith("Negative Guidance (patch)") for dialog in result["dialogs"]), result["dialogs"]
     assert not our_page_errors(result)
 
 
@@ -259,8 +278,9 @@ def dynamic_patch(empty: bool) -> dict:
     return graph
 
 
-def server_refusal_without_empty_for_a_dynamic_scale(comfy_server) -> str:
-    """What the server says when workflow 1 runs with a dynamic scale on the patch and no `empty`."""
+def server_refusal_without_empty_for_a_dynamic_scale(comfy_server) -> tuple[str, str]:
+    """What the server says when workflow 1 runs with a dynamic scale on the patch and no `empty`, and the patch's
+    id there (the message names the node by it)."""
     prompt = with_tiny_models(json.loads(api_twin(WORKFLOWS_DIR / "01 Delayed negative.json").read_text()))
     patch = next(i for i, node in prompt.items() if node["class_type"] == "NegativeGuidance")
     del prompt[patch]["inputs"]["empty"]
@@ -271,7 +291,7 @@ def server_refusal_without_empty_for_a_dynamic_scale(comfy_server) -> str:
     entry = comfy_server.run_prompt(prompt)
     assert entry["status"]["status_str"] == "error"
     [error] = [data for kind, data in entry["status"]["messages"] if kind == "execution_error"]
-    return error["exception_message"].rstrip("\n")  # ComfyUI's executor ends the message with a newline
+    return error["exception_message"].rstrip("\n"), patch  # ComfyUI's executor ends the message with a newline
 
 
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
@@ -291,10 +311,10 @@ def test_graph_says_when_a_dynamic_scale_replaces_neg_scale(renderer, comfy_serv
 @pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
 def test_graph_knows_a_dynamic_scale_needs_empty(renderer, comfy_server, chromium):
     """Without `empty`, the queued run fails; the graph shows the server's sentence before you queue."""
-    expected = server_refusal_without_empty_for_a_dynamic_scale(comfy_server)
+    expected, server_id = server_refusal_without_empty_for_a_dynamic_scale(comfy_server)
     result = chromium.run("drawn-after", comfy_server.url, **dynamic_patch(empty=False))
     [state] = result["states"]
-    assert state["drawn"]["problem"] == expected
+    assert state["drawn"]["problem"] == expected.replace(f" #{server_id}: ", f" #{state['id']}: ", 1)
     assert not our_page_errors(result)
 
 

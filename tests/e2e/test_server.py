@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, PACK_ROOT, TINY_CHECKPOINT_NODE,
-                              PromptRefused, with_tiny_models)
+from e2e.comfy_server import (API_WORKFLOWS_DIR, PACK_FOLDER, PACK_NODE_TYPES, PACK_ROOT, SHOWN_NAMES,
+                              TINY_CHECKPOINT_NODE, PromptRefused, with_tiny_models)
 
 def test_pack_imports_without_error(comfy_server, object_info):
     # The start-up part of the log: the session's server also runs prompts that fail on purpose (in any test order).
@@ -167,7 +167,7 @@ def test_unknown_option_is_one_error_naming_its_input(comfy_server):
         [error] = execution_errors(entry)
         assert error["node_id"] == guider
         assert error["exception_message"].strip() == (
-            "NegativeGuidanceGuider: ramp must be one of hard, linear, smoothstep, got 'cosine'.")
+            f"Negative Guidance Guider #{guider}: ramp must be one of hard, linear, smoothstep, got 'cosine'.")
 
 
 def execution_errors(entry: dict) -> list[dict]:
@@ -196,7 +196,7 @@ def test_inverted_window_stops_the_run_once_naming_node_and_input(comfy_server, 
     assert entry["status"]["status_str"] == "error"
     [error] = execution_errors(entry)
     assert error["node_id"] == node_id
-    assert error["exception_message"].strip() == INVERTED.format(node=class_type)
+    assert error["exception_message"].strip() == INVERTED.format(node=f"{SHOWN_NAMES[class_type]} #{node_id}")
 
 
 def test_missing_empty_stops_the_guider_before_sampling(comfy_server):
@@ -206,4 +206,25 @@ def test_missing_empty_stops_the_guider_before_sampling(comfy_server):
     entry = comfy_server.run_prompt(prompt)
     [error] = execution_errors(entry)
     assert error["node_id"] == guider
-    assert error["exception_message"].startswith("NegativeGuidanceGuider: connect 'empty'")
+    assert error["exception_message"].startswith(f"Negative Guidance Guider #{guider}: connect 'empty'")
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["typed_cfg", "linked_cfg"])
+def test_patch_without_empty_names_the_patch_and_stops_there_when_it_can(comfy_server, linked):
+    """Whether the patch needs ∅ depends on the sampler's cfg. Typed on the KSampler, the patch refuses when it runs,
+    before any sampling: the error (the dialog's title, the red outline) is the patch's, by its displayed name and
+    title. Linked, the cfg is only known when sampling starts: the error comes from the KSampler, and its message
+    names the patch by name and id (js/negative_guidance.js outlines that node)."""
+    prompt = api_prompt("01 Delayed negative")
+    patch, sampler = node_of(prompt, "NegativeGuidance"), node_of(prompt, "KSampler")
+    del prompt[patch]["inputs"]["empty"]
+    if linked:
+        prompt["cfg"] = {"class_type": "PrimitiveFloat", "inputs": {"value": prompt[sampler]["inputs"]["cfg"]}}
+        prompt[sampler]["inputs"]["cfg"] = ["cfg", 0]
+    workflow = {"nodes": [{"id": int(patch), "type": "NegativeGuidance", "title": "hat, late"}]}
+    entry = comfy_server.run_prompt(prompt, extra_data={"extra_pnginfo": {"workflow": workflow}})
+    [error] = execution_errors(entry)
+    assert error["node_id"] == (sampler if linked else patch)
+    message = error["exception_message"]
+    assert message.startswith(f'Negative Guidance (patch) "hat, late" #{patch}: connect \'empty\''), message
+    assert "with cfg 7.5 and neg_scale -1 over this window" in message, message
