@@ -27,6 +27,9 @@ oracle + 0.01), fidelity ≥ 0.98.
 
     scripts/host.sh python benchmarks/exact_score_family.py --samples 1000           # the family table
     scripts/host.sh python benchmarks/exact_score_family.py --trace 0                # p tracked vs exact, toy 0
+    scripts/host.sh python benchmarks/exact_score_family.py --two-negatives          # item 3: a second negative
+
+Two negatives (item 3): see the section of that name below for the subset, the second concept and the runs.
 """
 
 from __future__ import annotations
