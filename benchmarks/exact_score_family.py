@@ -28,6 +28,7 @@ oracle + 0.01), fidelity ≥ 0.98.
     scripts/host.sh python benchmarks/exact_score_family.py --samples 1000           # the family table
     scripts/host.sh python benchmarks/exact_score_family.py --trace 0                # p tracked vs exact, toy 0
     scripts/host.sh python benchmarks/exact_score_family.py --two-negatives          # item 3: a second negative
+    scripts/host.sh python benchmarks/exact_score_family.py --two-negatives --trace 0  # where ỹ's extra mass comes from
 
 Two negatives (item 3): see the section of that name below for the subset, the second concept and the runs.
 """
@@ -558,8 +559,8 @@ def two_negative_table(rows) -> str:
     forbidden mass when ỹ₂ is added, and the runs and toys meeting item 3."""
     judged = two_negative_judge(rows)
     lines = ["| configuration | runs | ỹ forbidden: median / max | ỹ₂ forbidden: median / max | off: median / max | "
-             "fidelity: min | ỹ forbidden − alone: median / worst | runs meeting item 3 | toys meeting it on "
-             "every run |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "fidelity: min | ỹ forbidden − alone: median / worst | runs meeting item 3 (failing on ỹ / on ỹ₂) | "
+             "toys meeting it on every run |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for config in TWO_NEGATIVE_CONFIGS:
         chosen = [j for j in judged if j[0]["config"] == config]
         if not chosen:
@@ -576,10 +577,13 @@ def two_negative_table(rows) -> str:
             cells.append(cell)
         toys = sorted({j[0]["toy"] for j in chosen})
         every = sum(1 for t in toys if all(j[4] for j in chosen if j[0]["toy"] == t))
+        failing_first = sum(1 for j in chosen if j[0]["forbidden"] > j[1]["forbidden"] + MARGIN)
+        failing_second = sum(1 for j in chosen if has_second and j[0]["forbidden_2"] > j[1]["forbidden_2"] + MARGIN)
         lines.append(f"| {config} | {len(chosen)} | " + " | ".join(
             f"{cells[0][k]} ({cells[1][k]})" if cells[0][k] != "–" else "–"
             for k in ("f1", "f2", "off", "fid", "delta"))
-            + f" | {sum(1 for j in chosen if j[4])}/{len(chosen)} | {every}/{len(toys)} |")
+            + f" | {sum(1 for j in chosen if j[4])}/{len(chosen)} ({failing_first} / {failing_second}) | "
+              f"{every}/{len(toys)} |")
     return "\n".join(lines)
 
 
@@ -615,6 +619,55 @@ def two_negative_failures(rows, limit=16) -> str:
         lines.append(f"| {r['toy']} | {r['model']} | {r['sampler']} | {r['config']} | {r['forbidden']:.3f} "
                      f"({o['forbidden']:.3f}) | {second} | {r['off']:.3f} ({o['off']:.3f}) |")
     return "\n".join(lines)
+
+
+def two_negative_origins(index: int, sampler: str, kind: str, samples: int, config: str = "+ dynamic"):
+    """Why ỹ's forbidden mass changes when ỹ₂ is added, on toy `index`: the same noise with and without ỹ₂ (pack and
+    oracle), where the samples that end on a mode fully in ỹ with ỹ₂ end without it, and, for the pack, p(ỹ | x_t)
+    tracked vs exact along the path of those that end there only with ỹ₂."""
+    import collections
+    import torch
+
+    support.load_pack()
+    install_hooks()
+    member = next(m for m in two_negative_family() if m.index == index)
+    toy = replace(member.toy, flow=kind == "flow")
+    model = bench.build_model(toy)
+    negative, second, positive = (toy.concepts[c] for c in ("negative", SECOND, "positive"))
+
+    def where(points):
+        modes = torch.tensor(toy.modes, dtype=torch.float64)
+        stds = torch.tensor(toy.stds, dtype=torch.float64)
+        nearest = ((points.double()[:, None, :modes.shape[1]] - modes[None]).norm(dim=-1) / stds).min(1)
+        return [k if d <= 3.0 else -1 for k, d in zip(nearest.indices.tolist(), nearest.values.tolist())]
+
+    def label(k):
+        return ("off the data" if k < 0 else "a mode fully in ỹ" if negative[k] >= 1 else "ỹ₂'s mode"
+                if second[k] >= 1 else "outside y" if positive[k] == 0 else "another wanted mode")
+
+    for method in TWO_NEGATIVE_METHODS:
+        ends = {}
+        for chosen in ("alone", config):
+            RECORD.clear()
+            RECORDING[0] = True
+            points = bench.sample(model, two_negative_setting(toy, sampler, chosen, method), samples, SAMPLE_SEED)
+            RECORDING[0] = False
+            ends[chosen] = where(points)
+            if chosen == config:
+                first = RECORD[0::2] if TWO_NEGATIVE_CONFIGS[config][0] else list(RECORD)  # the main negative's p
+        alone = [label(k) == "a mode fully in ỹ" for k in ends["alone"]]
+        added = [label(k) == "a mode fully in ỹ" for k in ends[config]]
+        origins = collections.Counter(label(k) for k, bad in zip(ends["alone"], added) if bad)
+        print(f"\n{method}: ỹ forbidden alone {sum(alone) / samples:.3f}, {config} {sum(added) / samples:.3f}; of the "
+              f"latter, alone they end on: " + ", ".join(f"{name} {n}" for name, n in origins.most_common()))
+        new = torch.tensor([b and not a for a, b in zip(alone, added)])
+        if method == "pack" and new.any():
+            print(f"p(ỹ | x_t) of the {int(new.sum())} samples that end on a mode fully in ỹ only with ỹ₂ (mean):")
+            print("| σ (VE) | " + " | ".join(f"{r[0]:.3g}" for r in first[::6] + [first[-1]]) + " |")
+            print("|---|" + "---:|" * len(first[::6] + [first[-1]]))
+            print("| tracked | " + " | ".join(f"{float(r[2][new].mean()):.2f}" for r in first[::6] + [first[-1]]) + " |")
+            print("| exact | " + " | ".join(f"{float(exact_log_p(toy, r[1], r[0]).exp()[new].mean()):.2f}"
+                                            for r in first[::6] + [first[-1]]) + " |")
 
 
 def trace(index: int, methods, samples: int, sampler: str, kind: str):
@@ -672,6 +725,9 @@ def main(argv=None):
                              "(--toys: indices of the family)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
+    if args.two_negatives and args.trace is not None:
+        two_negative_origins(args.trace, args.sampler, args.kind, args.samples)
+        return
     if args.two_negatives:
         two_negatives(args)
         return
@@ -717,6 +773,9 @@ def two_negatives(args):
     if args.out:
         args.out.write_text(json.dumps(rows))
     print(two_negative_table(rows))
+    for overlap, title in ((False, "ỹ₂ disjoint from ỹ"), (True, "ỹ₂ partly overlapping ỹ")):
+        print(f"\n{title}:\n")
+        print(two_negative_table([r for r in rows if r["overlap"] == overlap]))
     print()
     print(two_negative_toy_table(rows))
     print()
