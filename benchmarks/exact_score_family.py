@@ -653,8 +653,9 @@ def two_negative_origins(index: int, sampler: str, kind: str, samples: int, conf
             points = bench.sample(model, two_negative_setting(toy, sampler, chosen, method), samples, SAMPLE_SEED)
             RECORDING[0] = False
             ends[chosen] = where(points)
-            if chosen == config:
-                first = RECORD[0::2] if TWO_NEGATIVE_CONFIGS[config][0] else list(RECORD)  # the main negative's p
+            if chosen == config:  # p per evaluation of the main negative, and of ỹ₂ where it is dynamic
+                both = TWO_NEGATIVE_CONFIGS[config][0]
+                first, second_p = (RECORD[0::2], RECORD[1::2]) if both else (list(RECORD), None)
         alone = [label(k) == "a mode fully in ỹ" for k in ends["alone"]]
         added = [label(k) == "a mode fully in ỹ" for k in ends[config]]
         origins = collections.Counter(label(k) for k, bad in zip(ends["alone"], added) if bad)
@@ -662,12 +663,18 @@ def two_negative_origins(index: int, sampler: str, kind: str, samples: int, conf
               f"latter, alone they end on: " + ", ".join(f"{name} {n}" for name, n in origins.most_common()))
         new = torch.tensor([b and not a for a, b in zip(alone, added)])
         if method == "pack" and new.any():
-            print(f"p(ỹ | x_t) of the {int(new.sum())} samples that end on a mode fully in ỹ only with ỹ₂ (mean):")
-            print("| σ (VE) | " + " | ".join(f"{r[0]:.3g}" for r in first[::6] + [first[-1]]) + " |")
-            print("|---|" + "---:|" * len(first[::6] + [first[-1]]))
-            print("| tracked | " + " | ".join(f"{float(r[2][new].mean()):.2f}" for r in first[::6] + [first[-1]]) + " |")
-            print("| exact | " + " | ".join(f"{float(exact_log_p(toy, r[1], r[0]).exp()[new].mean()):.2f}"
-                                            for r in first[::6] + [first[-1]]) + " |")
+            print(f"p(ỹ | x_t) and p(ỹ₂ | x_t) of the {int(new.sum())} samples that end on a mode fully in ỹ only "
+                  f"with ỹ₂ (mean):")
+            shown = [*range(0, len(first), 3), len(first) - 1]
+            print("| σ (VE) | " + " | ".join(f"{first[i][0]:.3g}" for i in shown) + " |")
+            print("|---|" + "---:|" * len(shown))
+            for name, records, concept in (("ỹ tracked", first, None), ("ỹ exact", first, "negative"),
+                                           ("ỹ₂ tracked", second_p, None), ("ỹ₂ exact", first, SECOND)):
+                if records is None:
+                    continue
+                values = [records[i][2] if concept is None else exact_log_p(toy, records[i][1], records[i][0], concept).exp()
+                          for i in shown]
+                print(f"| {name} | " + " | ".join(f"{float(v[new].mean()):.2f}" for v in values) + " |")
 
 
 def trace(index: int, methods, samples: int, sampler: str, kind: str):
