@@ -316,26 +316,35 @@ def kept_targets(toy, strength: float) -> dict:
 
 # ---- runs ----
 
-def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"), seed=SAMPLE_SEED,
-               progress=True) -> list:
+def sweep(members, samples: int, samplers, kinds, runs, seed=SAMPLE_SEED, progress=True) -> list:
+    """One row per run: for each toy, model kind (EDM/flow) and sampler, the runs `runs(toy, sampler)` yields as
+    (the row's own fields, the Setting to sample)."""
     support.load_pack()
     install_hooks()
     rows = []
     started = time.perf_counter()
-    for member in (toys if toys is not None else family()):
+    for member in members:
         for kind in kinds:
             toy = replace(member.toy, flow=kind == "flow", name=f"{member.toy.name} {kind}")
             model = bench.build_model(toy)
             for sampler in samplers:
-                for method in methods:
-                    setting = bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
-                                            dynamic=method_settings(method, toy, sampler), panel=False)
+                for fields, setting in runs(toy, sampler):
                     points = bench.sample(model, setting, samples, seed)
                     rows.append({"toy": member.index, "class": member.kind, "dims": len(toy.modes[0]),
-                                 "model": kind, "sampler": sampler, "method": method, **metrics(points, toy)})
+                                 "model": kind, "sampler": sampler, **fields, **metrics(points, toy)})
         if progress:
             print(f"toy {member.index} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return rows
+
+
+def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"), seed=SAMPLE_SEED,
+               progress=True) -> list:
+    def runs(toy, sampler):
+        for method in methods:
+            yield {"method": method}, bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
+                                                    dynamic=method_settings(method, toy, sampler), panel=False)
+
+    return sweep(toys if toys is not None else family(), samples, samplers, kinds, runs, seed, progress)
 
 
 def judge(rows, method: str, reference: str = ORACLE) -> list:
@@ -508,25 +517,13 @@ def two_negative_setting(toy, sampler: str, config: str, method: str):
 
 def run_two_negatives(samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"),
                       configs=tuple(TWO_NEGATIVE_CONFIGS), seed=SAMPLE_SEED, progress=True) -> list:
-    support.load_pack()
-    install_hooks()
-    rows = []
-    started = time.perf_counter()
-    for member in (toys if toys is not None else two_negative_family()):
-        for kind in kinds:
-            toy = replace(member.toy, flow=kind == "flow", name=f"{member.toy.name} {kind}, two negatives")
-            model = bench.build_model(toy)
-            for sampler in samplers:
-                for config in configs:
-                    for method in TWO_NEGATIVE_METHODS:
-                        points = bench.sample(model, two_negative_setting(toy, sampler, config, method), samples,
-                                              seed)
-                        rows.append({"toy": member.index, "class": member.kind, "dims": len(toy.modes[0]),
-                                     "overlap": overlaps(toy), "model": kind, "sampler": sampler, "config": config,
-                                     "method": method, **metrics(points, toy)})
-        if progress:
-            print(f"toy {member.index} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    return rows
+    def runs(toy, sampler):
+        for config in configs:
+            for method in TWO_NEGATIVE_METHODS:
+                yield ({"overlap": overlaps(toy), "config": config, "method": method},
+                       two_negative_setting(toy, sampler, config, method))
+
+    return sweep(toys if toys is not None else two_negative_family(), samples, samplers, kinds, runs, seed, progress)
 
 
 def two_negative_judge(rows) -> list:
