@@ -226,6 +226,9 @@ class Setting:
     sampler: str = SAMPLER
     toy: Toy = FOUR
     dynamic: object = None  # a dynamic.DynamicNegative for kind "dynamic"
+    # kind "dynamic": more negatives through ExtraNegative nodes, each (concept name of the toy, neg_scale,
+    # window start, window end, a dynamic.DynamicNegative or None for the constant neg_scale)
+    extra_negatives: tuple = ()
 
 
 SETTINGS = (
@@ -286,9 +289,13 @@ def sample(model, setting: Setting, samples: int, seed: int, keep=None):
         if keep is not None:
             trace = support.pack_module("nodes.trace").GuidanceTrace()
             keep.append(trace)
+        extras = None
+        for name, scale, start, end, dynamic in setting.extra_negatives:
+            extras = guidance.ExtraNegative.execute(concept(name, toy), scale, start, end, "steps", "hard", 0.0,
+                                                    extra_negatives=extras, dynamic=dynamic).result[0]
         guider = guidance.NegativeGuidanceGuider.execute(model, positive, negative, setting.cfg, 0.0, 0.0, 1.0,
-                                                         "steps", "hard", 0.0, empty=empty, trace=trace,
-                                                         dynamic=setting.dynamic).result[0]
+                                                         "steps", "hard", 0.0, empty=empty, extra_negatives=extras,
+                                                         trace=trace, dynamic=setting.dynamic).result[0]
     else:
         if setting.kind == "three_way":
             model = guidance.NegativeGuidance.execute(model, setting.neg_scale, setting.start, setting.end, "steps",

@@ -27,6 +27,10 @@ oracle + 0.01), fidelity ≥ 0.98.
 
     scripts/host.sh python benchmarks/exact_score_family.py --samples 1000           # the family table
     scripts/host.sh python benchmarks/exact_score_family.py --trace 0                # p tracked vs exact, toy 0
+    scripts/host.sh python benchmarks/exact_score_family.py --two-negatives          # item 3: a second negative
+    scripts/host.sh python benchmarks/exact_score_family.py --two-negatives --trace 0  # where ỹ's extra mass comes from
+
+Two negatives (item 3): see the section of that name below for the subset, the second concept and the runs.
 """
 
 from __future__ import annotations
@@ -131,11 +135,12 @@ def family(seed: int = FAMILY_SEED, size: int = FAMILY_SIZE) -> tuple:
 
 # ---- exact quantities ----
 
-def exact_log_p(toy, x, sigma):
-    """log p(ỹ | x_σ) (x: (N, D) variance-exploding units, float64; σ = inf: the prior)."""
+def exact_log_p(toy, x, sigma, concept="negative"):
+    """log p(c | x_σ) of the toy's concept c, ỹ by default (x: (N, D) variance-exploding units, float64; σ = inf:
+    the prior)."""
     import torch
 
-    m = torch.tensor(toy.concepts["negative"], dtype=torch.float64)
+    m = torch.tensor(toy.concepts[concept], dtype=torch.float64)
     pi = torch.tensor(toy.weights, dtype=torch.float64)
     if not math.isfinite(sigma):
         return torch.full((x.shape[0],), math.log(float((pi * m).sum() / pi.sum())), dtype=torch.float64)
@@ -182,7 +187,8 @@ RECORD = []  # (σ_ve, x_ve, tracked p) per evaluation while recording
 
 
 def install_hooks():
-    """Route states whose settings name a toy (`oracle_toy`) to the exact p, and record evaluations when asked."""
+    """Route states whose settings name a toy (`oracle_toy`) to the exact p of their concept (`oracle_concept`, ỹ by
+    default), and record evaluations when asked."""
     state_class = support.pack_module("nodes.dynamic").DynamicNegativeState
     if getattr(state_class, "_family_hooked", False):
         return
@@ -194,7 +200,8 @@ def install_hooks():
             import torch
 
             s = self.settings
-            p = exact_log_p(toy, evaluation.x.double(), evaluation.sigma).exp().clamp(s.p_min, s.p_max)
+            concept = getattr(s, "oracle_concept", "negative")
+            p = exact_log_p(toy, evaluation.x.double(), evaluation.sigma, concept).exp().clamp(s.p_min, s.p_max)
             self.log_odds = (torch.log(p) - torch.log1p(-p)).to(evaluation.x.dtype)
             self._previous = None
             result = self.scale()
@@ -259,10 +266,11 @@ def method_settings(method: str, toy, sampler: str):
     return dynamic.DynamicNegative(method=method)
 
 
-def _tagged(settings, toy, kind):
+def _tagged(settings, toy, kind, concept="negative"):
     # A plain attribute on a frozen dataclass instance: the pack reads only the fields it knows.
     object.__setattr__(settings, "oracle_toy", toy)
     object.__setattr__(settings, "oracle_kind", kind)
+    object.__setattr__(settings, "oracle_concept", concept)
     return settings
 
 
@@ -277,12 +285,20 @@ def metrics(points, toy) -> dict:
     distance = (points[:, None, :] - modes[None]).norm(dim=-1) / stds[None]
     nearest = distance.min(dim=1)
     on = nearest.values <= 3.0
-    negative, positive = toy.concepts["negative"], toy.concepts["positive"]
+    positive = toy.concepts["positive"]
     share = [float(((nearest.indices == k) & on).double().mean()) for k in range(len(toy.modes))]
-    return {"forbidden": sum(share[k] for k in range(len(share)) if negative[k] >= 1.0),
-            "off": float((~on).double().mean()),
-            "fidelity": 1.0 - sum(share[k] for k in range(len(share)) if positive[k] == 0.0),
-            "shares": share}
+    out = {"forbidden": forbidden_mass(share, toy.concepts["negative"]),
+           "off": float((~on).double().mean()),
+           "fidelity": 1.0 - sum(share[k] for k in range(len(share)) if positive[k] == 0.0),
+           "shares": share}
+    if SECOND in toy.concepts:
+        out["forbidden_2"] = forbidden_mass(share, toy.concepts[SECOND])
+    return out
+
+
+def forbidden_mass(shares, memberships) -> float:
+    """The share of the samples on modes fully in a concept."""
+    return sum(share for share, m in zip(shares, memberships) if m >= 1.0)
 
 
 def kept_targets(toy, strength: float) -> dict:
@@ -300,26 +316,35 @@ def kept_targets(toy, strength: float) -> dict:
 
 # ---- runs ----
 
-def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"), seed=SAMPLE_SEED,
-               progress=True) -> list:
+def sweep(members, samples: int, samplers, kinds, runs, seed=SAMPLE_SEED, progress=True) -> list:
+    """One row per run: for each toy, model kind (EDM/flow) and sampler, the runs `runs(toy, sampler)` yields as
+    (the row's own fields, the Setting to sample)."""
     support.load_pack()
     install_hooks()
     rows = []
     started = time.perf_counter()
-    for member in (toys if toys is not None else family()):
+    for member in members:
         for kind in kinds:
             toy = replace(member.toy, flow=kind == "flow", name=f"{member.toy.name} {kind}")
             model = bench.build_model(toy)
             for sampler in samplers:
-                for method in methods:
-                    setting = bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
-                                            dynamic=method_settings(method, toy, sampler), panel=False)
+                for fields, setting in runs(toy, sampler):
                     points = bench.sample(model, setting, samples, seed)
                     rows.append({"toy": member.index, "class": member.kind, "dims": len(toy.modes[0]),
-                                 "model": kind, "sampler": sampler, "method": method, **metrics(points, toy)})
+                                 "model": kind, "sampler": sampler, **fields, **metrics(points, toy)})
         if progress:
             print(f"toy {member.index} done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return rows
+
+
+def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"), seed=SAMPLE_SEED,
+               progress=True) -> list:
+    def runs(toy, sampler):
+        for method in methods:
+            yield {"method": method}, bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
+                                                    dynamic=method_settings(method, toy, sampler), panel=False)
+
+    return sweep(toys if toys is not None else family(), samples, samplers, kinds, runs, seed, progress)
 
 
 def judge(rows, method: str, reference: str = ORACLE) -> list:
@@ -412,6 +437,243 @@ def kept_table(rows, methods, strength=2.0) -> str:
     return "\n".join(lines)
 
 
+# ---- two negatives (issue 16, item 3): a second negative beside the first, each against the exact-p oracle ----
+#
+# Fixed before any result was seen. The subset: the toys of the family where ỹ (the first negative) fully covers a
+# wanted mode (it has something to remove) and at least two wanted modes are untouched by it. The free wanted mode
+# is the untouched one of largest share π·m_y (no negative touches it); the second negative ỹ₂ fully covers one
+# other untouched wanted mode (drawn, seed SECOND_SEED + toy index), so ỹ₂ is disjoint from ỹ; on every second toy
+# of the subset (odd positions, in index order) it also holds half of one wanted mode that ỹ fully covers (drawn):
+# partly overlapping. Configurations (the first negative always dynamic at the defaults, on the main node):
+#   alone:            the first negative only;
+#   + constant:       ỹ₂ on an ExtraNegative at its default neg_scale 3, whole run;
+#   + constant early: the same on steps 0-⅓ (the README's setting that keeps samples on the data);
+#   + dynamic:        ỹ₂ on an ExtraNegative with its own Dynamic Negative Scale at the defaults.
+# Each runs with the pack's default update for every dynamic negative ("pack") and with the exact p(ỹᵢ | x_t) for
+# every dynamic negative ("oracle": the constant one stays constant). Item 3's bound: each negative's forbidden mass
+# ≤ the oracle's + MARGIN.
+
+SECOND = "second"  # the second negative's concept name in a toy's concepts
+SECOND_SEED = 1600
+SECOND_CONSTANT = 3.0  # ExtraNegative's default neg_scale
+TWO_NEGATIVE_CONFIGS = {  # name → None (no second negative) or (dynamic?, window start, window end)
+    "alone": None,
+    "+ constant": (False, 0.0, 1.0),
+    "+ constant early": (False, 0.0, 1 / 3),
+    "+ dynamic": (True, 0.0, 1.0),
+}
+TWO_NEGATIVE_METHODS = ("pack", "oracle")
+
+
+def second_negative(member: FamilyToy, overlap: bool):
+    """ỹ₂'s memberships by the rule above, or None where the toy is not in the subset."""
+    pos, neg = member.toy.concepts["positive"], member.toy.concepts["negative"]
+    modes = range(len(pos))
+    untouched = [k for k in modes if pos[k] > 0 and neg[k] == 0]
+    removed = [k for k in modes if pos[k] > 0 and neg[k] >= 1.0]
+    if len(untouched) < 2 or not removed:
+        return None
+    free = max(untouched, key=lambda k: (member.toy.weights[k] * pos[k], -k))
+    rng = random.Random(SECOND_SEED + member.index)
+    second = [0.0] * len(pos)
+    second[rng.choice([k for k in untouched if k != free])] = 1.0
+    if overlap:
+        second[rng.choice(removed)] = 0.5
+    return tuple(second)
+
+
+@functools.lru_cache(maxsize=None)
+def two_negative_family() -> tuple:
+    """The subset, each toy with its second concept (FamilyToy; overlap: any mode in both concepts)."""
+    eligible = [m for m in family() if second_negative(m, False) is not None]
+    out = []
+    for position, member in enumerate(eligible):
+        second = second_negative(member, overlap=position % 2 == 1)
+        toy = replace(member.toy, concepts={**member.toy.concepts, SECOND: second})
+        out.append(FamilyToy(member.index, member.kind, toy))
+    return tuple(out)
+
+
+def overlaps(toy) -> bool:
+    return any(a > 0 and b > 0 for a, b in zip(toy.concepts["negative"], toy.concepts[SECOND]))
+
+
+def two_negative_setting(toy, sampler: str, config: str, method: str):
+    """One run's setting: the first negative dynamic on the main node, the second (if any) on an ExtraNegative."""
+    dynamic = bench.dynamic_module()
+
+    def scale_for(concept):
+        settings = dynamic.DynamicNegative()  # the defaults (mixture update)
+        return settings if method == "pack" else _tagged(settings, toy, ORACLE, concept)
+
+    second = TWO_NEGATIVE_CONFIGS[config]
+    extras = ()
+    if second is not None:
+        is_dynamic, start, end = second
+        extras = ((SECOND, SECOND_CONSTANT, start, end, scale_for(SECOND) if is_dynamic else None),)
+    return bench.Setting(f"{config}, {method}", "dynamic", sampler=sampler, toy=toy, dynamic=scale_for("negative"),
+                         panel=False, extra_negatives=extras)
+
+
+def run_two_negatives(samples: int, toys=None, samplers=SAMPLERS, kinds=("edm", "flow"),
+                      configs=tuple(TWO_NEGATIVE_CONFIGS), seed=SAMPLE_SEED, progress=True) -> list:
+    def runs(toy, sampler):
+        for config in configs:
+            for method in TWO_NEGATIVE_METHODS:
+                yield ({"overlap": overlaps(toy), "config": config, "method": method},
+                       two_negative_setting(toy, sampler, config, method))
+
+    return sweep(toys if toys is not None else two_negative_family(), samples, samplers, kinds, runs, seed, progress)
+
+
+def two_negative_judge(rows) -> list:
+    """Per pack run: (row, its oracle row, the pack's alone row, the oracle's alone row, meets item 3)."""
+    by_key = {(r["toy"], r["model"], r["sampler"], r["config"], r["method"]): r for r in rows}
+    out = []
+    for r in rows:
+        if r["method"] != "pack":
+            continue
+        key = (r["toy"], r["model"], r["sampler"])
+        o = by_key[(*key, r["config"], "oracle")]
+        meets = r["forbidden"] <= o["forbidden"] + MARGIN and (
+            TWO_NEGATIVE_CONFIGS[r["config"]] is None or r["forbidden_2"] <= o["forbidden_2"] + MARGIN)
+        out.append((r, o, by_key.get((*key, "alone", "pack")), by_key.get((*key, "alone", "oracle")), meets))
+    return out
+
+
+def _median_max(values) -> str:
+    values = sorted(values)
+    return f"{values[(len(values) - 1) // 2]:.3f} / {values[-1]:.3f}"
+
+
+def _median_worst(values) -> str:
+    values = sorted(values)
+    return f"{values[(len(values) - 1) // 2]:+.3f} / {values[-1]:+.3f}"
+
+
+def two_negative_table(rows) -> str:
+    """Per configuration, pack (oracle): each negative's forbidden mass, off-manifold, fidelity, the change of ỹ's
+    forbidden mass when ỹ₂ is added, and the runs and toys meeting item 3."""
+    judged = two_negative_judge(rows)
+    lines = ["| configuration | runs | ỹ forbidden: median / max | ỹ₂ forbidden: median / max | off: median / max | "
+             "fidelity: min | ỹ forbidden − alone: median / worst | runs meeting item 3 (failing on ỹ / on ỹ₂) | "
+             "toys meeting it on every run |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for config in TWO_NEGATIVE_CONFIGS:
+        chosen = [j for j in judged if j[0]["config"] == config]
+        if not chosen:
+            continue
+        has_second = TWO_NEGATIVE_CONFIGS[config] is not None
+        cells = []
+        for side in (0, 1):  # pack, oracle
+            cell = {"f1": _median_max([j[side]["forbidden"] for j in chosen]),
+                    "f2": _median_max([j[side]["forbidden_2"] for j in chosen]) if has_second else "–",
+                    "off": _median_max([j[side]["off"] for j in chosen]),
+                    "fid": f"{min(j[side]['fidelity'] for j in chosen):.3f}",
+                    "delta": (_median_worst([j[side]["forbidden"] - j[2 + side]["forbidden"] for j in chosen
+                                             if j[2 + side] is not None]) if has_second else "–")}
+            cells.append(cell)
+        toys = sorted({j[0]["toy"] for j in chosen})
+        every = sum(1 for t in toys if all(j[4] for j in chosen if j[0]["toy"] == t))
+        failing_first = sum(1 for j in chosen if j[0]["forbidden"] > j[1]["forbidden"] + MARGIN)
+        failing_second = sum(1 for j in chosen if has_second and j[0]["forbidden_2"] > j[1]["forbidden_2"] + MARGIN)
+        lines.append(f"| {config} | {len(chosen)} | " + " | ".join(
+            f"{cells[0][k]} ({cells[1][k]})" if cells[0][k] != "–" else "–"
+            for k in ("f1", "f2", "off", "fid", "delta"))
+            + f" | {sum(1 for j in chosen if j[4])}/{len(chosen)} ({failing_first} / {failing_second}) | "
+              f"{every}/{len(toys)} |")
+    return "\n".join(lines)
+
+
+def two_negative_toy_table(rows) -> str:
+    """Per toy and configuration: runs meeting item 3, and ỹ's forbidden mass pack (oracle), median over runs."""
+    judged = two_negative_judge(rows)
+    configs = [c for c in TWO_NEGATIVE_CONFIGS if any(j[0]["config"] == c for j in judged)]
+    lines = ["| toy | class | dims | ỹ₂ overlaps ỹ | " + " | ".join(configs) + " |",
+             "|---:|---|---:|---|" + "---:|" * len(configs)]
+    for toy in sorted({j[0]["toy"] for j in judged}):
+        mine = [j for j in judged if j[0]["toy"] == toy]
+        first = mine[0][0]
+        cells = []
+        for config in configs:
+            chosen = [j for j in mine if j[0]["config"] == config]
+            pack = sorted(j[0]["forbidden"] for j in chosen)[(len(chosen) - 1) // 2]
+            oracle = sorted(j[1]["forbidden"] for j in chosen)[(len(chosen) - 1) // 2]
+            cells.append(f"{sum(1 for j in chosen if j[4])}/{len(chosen)}: {pack:.3f} ({oracle:.3f})")
+        lines.append(f"| {toy} | {first['class']} | {first['dims']} | {'yes' if first['overlap'] else 'no'} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def two_negative_failures(rows, limit=16) -> str:
+    judged = [j for j in two_negative_judge(rows) if not j[4]]
+    judged.sort(key=lambda j: -max(j[0]["forbidden"] - j[1]["forbidden"],
+                                   j[0].get("forbidden_2", 0.0) - j[1].get("forbidden_2", 0.0)))
+    lines = ["| toy | model | sampler | configuration | ỹ forbidden (oracle) | ỹ₂ forbidden (oracle) | off (oracle) |",
+             "|---:|---|---|---|---:|---:|---:|"]
+    for r, o, _, _, _ in judged[:limit]:
+        second = (f"{r['forbidden_2']:.3f} ({o['forbidden_2']:.3f})" if TWO_NEGATIVE_CONFIGS[r["config"]] is not None
+                  else "–")
+        lines.append(f"| {r['toy']} | {r['model']} | {r['sampler']} | {r['config']} | {r['forbidden']:.3f} "
+                     f"({o['forbidden']:.3f}) | {second} | {r['off']:.3f} ({o['off']:.3f}) |")
+    return "\n".join(lines)
+
+
+def two_negative_origins(index: int, sampler: str, kind: str, samples: int, config: str = "+ dynamic"):
+    """Why ỹ's forbidden mass changes when ỹ₂ is added, on toy `index`: the same noise with and without ỹ₂ (pack and
+    oracle), where the samples that end on a mode fully in ỹ with ỹ₂ end without it, and, for the pack, p(ỹ | x_t)
+    tracked vs exact along the path of those that end there only with ỹ₂."""
+    import collections
+    import torch
+
+    support.load_pack()
+    install_hooks()
+    member = next(m for m in two_negative_family() if m.index == index)
+    toy = replace(member.toy, flow=kind == "flow")
+    model = bench.build_model(toy)
+    negative, second, positive = (toy.concepts[c] for c in ("negative", SECOND, "positive"))
+
+    def where(points):
+        modes = torch.tensor(toy.modes, dtype=torch.float64)
+        stds = torch.tensor(toy.stds, dtype=torch.float64)
+        nearest = ((points.double()[:, None, :modes.shape[1]] - modes[None]).norm(dim=-1) / stds).min(1)
+        return [k if d <= 3.0 else -1 for k, d in zip(nearest.indices.tolist(), nearest.values.tolist())]
+
+    def label(k):
+        return ("off the data" if k < 0 else "a mode fully in ỹ" if negative[k] >= 1 else "ỹ₂'s mode"
+                if second[k] >= 1 else "outside y" if positive[k] == 0 else "another wanted mode")
+
+    for method in TWO_NEGATIVE_METHODS:
+        ends = {}
+        for chosen in ("alone", config):
+            RECORD.clear()
+            RECORDING[0] = True
+            points = bench.sample(model, two_negative_setting(toy, sampler, chosen, method), samples, SAMPLE_SEED)
+            RECORDING[0] = False
+            ends[chosen] = where(points)
+            if chosen == config:  # p per evaluation of the main negative, and of ỹ₂ where it is dynamic
+                both = TWO_NEGATIVE_CONFIGS[config][0]
+                first, second_p = (RECORD[0::2], RECORD[1::2]) if both else (list(RECORD), None)
+        alone = [label(k) == "a mode fully in ỹ" for k in ends["alone"]]
+        added = [label(k) == "a mode fully in ỹ" for k in ends[config]]
+        origins = collections.Counter(label(k) for k, bad in zip(ends["alone"], added) if bad)
+        print(f"\n{method}: ỹ forbidden alone {sum(alone) / samples:.3f}, {config} {sum(added) / samples:.3f}; of the "
+              f"latter, alone they end on: " + ", ".join(f"{name} {n}" for name, n in origins.most_common()))
+        new = torch.tensor([b and not a for a, b in zip(alone, added)])
+        if method == "pack" and new.any():
+            print(f"p(ỹ | x_t) and p(ỹ₂ | x_t) of the {int(new.sum())} samples that end on a mode fully in ỹ only "
+                  f"with ỹ₂ (mean):")
+            shown = [*range(0, len(first), 3), len(first) - 1]
+            print("| σ (VE) | " + " | ".join(f"{first[i][0]:.3g}" for i in shown) + " |")
+            print("|---|" + "---:|" * len(shown))
+            for name, records, concept in (("ỹ tracked", first, None), ("ỹ exact", first, "negative"),
+                                           ("ỹ₂ tracked", second_p, None), ("ỹ₂ exact", first, SECOND)):
+                if records is None:
+                    continue
+                values = [records[i][2] if concept is None else exact_log_p(toy, records[i][1], records[i][0], concept).exp()
+                          for i in shown]
+                print(f"| {name} | " + " | ".join(f"{float(v[new].mean()):.2f}" for v in values) + " |")
+
+
 def trace(index: int, methods, samples: int, sampler: str, kind: str):
     """p tracked vs exact along the trajectories of toy `index`, for samples ending on a fully forbidden wanted mode."""
     import torch
@@ -462,8 +724,17 @@ def main(argv=None):
     parser.add_argument("--describe", action="store_true", help="print the family")
     parser.add_argument("--load", default="", help="comma-separated JSON files of saved rows to tabulate (no run); "
                                                    "'FILE:OLD=NEW' renames method OLD of that file")
+    parser.add_argument("--two-negatives", action="store_true",
+                        help="item 3 instead: a second negative beside the first on the subset of the family "
+                             "(--toys: indices of the family)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
+    if args.two_negatives and args.trace is not None:
+        two_negative_origins(args.trace, args.sampler, args.kind, args.samples)
+        return
+    if args.two_negatives:
+        two_negatives(args)
+        return
     if args.describe:
         for m in family():
             print(m.index, m.kind, m.toy.modes, m.toy.stds, m.toy.weights, m.toy.concepts["positive"],
@@ -494,6 +765,25 @@ def main(argv=None):
     for method in methods:
         if method != ORACLE:
             print(f"\nfailing runs, {method}:\n{failures(rows, method)}")
+
+
+def two_negatives(args):
+    if args.load:
+        rows = [r for path in args.load.split(",") for r in json.loads(Path(path).read_text())]
+    else:
+        members = two_negative_family()
+        toys = [m for m in members if str(m.index) in args.toys.split(",")] if args.toys else members
+        rows = run_two_negatives(args.samples, toys, args.samplers.split(","), args.kinds.split(","))
+    if args.out:
+        args.out.write_text(json.dumps(rows))
+    print(two_negative_table(rows))
+    for overlap, title in ((False, "ỹ₂ disjoint from ỹ"), (True, "ỹ₂ partly overlapping ỹ")):
+        print(f"\n{title}:\n")
+        print(two_negative_table([r for r in rows if r["overlap"] == overlap]))
+    print()
+    print(two_negative_toy_table(rows))
+    print()
+    print(two_negative_failures(rows))
 
 
 if __name__ == "__main__":
