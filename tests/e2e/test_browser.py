@@ -224,11 +224,11 @@ def test_graph_shows_the_server_sentence_for_refused_settings(renderer, case, co
     assert not our_page_errors(result)
 
 
-def test_an_error_raised_while_sampling_points_at_the_patch(comfy_server, chromium):
+@pytest.mark.parametrize("renderer", RENDERERS, indirect=True)
+def test_an_error_raised_while_sampling_points_at_the_patch(renderer, comfy_server, chromium):
     """The patch's need for ∅ depends on the sampler's cfg. Cached from a run that did not need ∅, the patch is not
     run again when only the KSampler's cfg changes, so the error comes while the KSampler samples: ComfyUI titled the
     dialog "KSampler" and outlined the KSampler. The pack's JS points both at the patch, named as the canvas shows it."""
-    comfy_server.set_setting("Comfy.VueNodes.Enabled", False)
     result = chromium.run("error-at-its-node", comfy_server.url, template="07 Try it on CPU, testbed", cfg=5.0,
                           otherCfg=6.0)
     assert (result["first"], result["second"]) == ("execution_success", "execution_error"), result
