@@ -39,7 +39,7 @@ class DynamicNegativeScale(io.ComfyNode):
                 "are pushed away; the others are left alone. Connect to the 'dynamic' input of Negative Guidance, "
                 "Negative Guidance Guider or Extra Negative. Measured on exact-score toy models and on the pack's small "
                 "trained testbed only: watch p and s⁻ in the guidance trace, and calibrate temperature (low: 0.25 "
-                "suited the testbed)."),
+                "to 1 suited the testbed, 4 did not)."),
             inputs=[
                 io.Combo.Input("preset", options=list(PRESET_NAMES), default=CUSTOM,
                                tooltip="custom: the inputs below. 'Stable Diffusion (paper)': the paper's SD "

@@ -23,7 +23,7 @@ class NegativeGuidanceTestbed(io.ComfyNode):
                 "A 5 M-parameter model trained by this pack on synthetic 16×16 scenes (testbed/MODEL_CARD.md), to "
                 "try negative prompts on a CPU in seconds, with no download. Not a general image model: it draws one "
                 "shape (circle, square, triangle; red, blue, yellow, purple; small or big; left or right) on grass, "
-                "sand or sky, usually wearing a black hat. Use Empty Latent Image 128×128, cfg 5, 30 steps, "
+                "sand or sky, often wearing a black hat. Use Empty Latent Image 128×128, cfg 5, 30 steps, "
                 "euler; prompts like 'a big red circle on grass, left', negative prompt 'a hat'."),
             inputs=[],
             outputs=[io.Model.Output(tooltip="The testbed's UNet (SD1.5 architecture, v-prediction)."),

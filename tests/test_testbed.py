@@ -3,8 +3,9 @@
 The last tests are the regression tests of what the testbed shows (docs/testbed.md): a change to the pack that
 breaks what a negative prompt does on a model that learned something fails here. Small and fixed: four prompts from
 the scene generator, eight seeds each, the thresholds of the issue that asked for them, chosen before any result.
-The shipped testbed does not meet two of them (its ordinary negative is too weak: docs/testbed.md); those tests are
-strict expected failures, so that a retrained testbed that meets them has to say so here.
+The shipped testbed does not meet two of them on this sample (its ordinary negative leaves a little more than 10 %
+of the hats, and the window changes the rest only a little less: docs/testbed.md); those tests are strict expected
+failures, so that a testbed that meets them has to say so here.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def test_reader_reads_held_out_scenes():
 
 
 def test_captions_leave_the_hat_unsaid_in_most_hat_scenes():
-    """The data the testbed learned from: hats in 3 of 4 scenes, rarely named, so a negative has something to remove."""
+    """The data the testbed learned from: hats in half of the scenes, rarely named (so 46 % of the scenes whose caption
+    is silent about the hat have one), and "a hat" alone in one caption in five, so that a negative has something to
+    remove and knows what it is."""
     scenes = scenes_module()
     rng = np.random.default_rng(5)
     pairs = [scenes.random_caption(rng, scenes.random_scene(rng)) for _ in range(4000)]
     silent = [scene.hat for scene, caption in pairs if caption and "hat" not in caption]
-    assert 0.65 <= np.mean(silent) <= 0.8
+    assert 0.40 <= np.mean(silent) <= 0.52
     assert np.mean([caption == scenes.HAT_TEXT for _, caption in pairs]) == pytest.approx(scenes.HAT_ONLY_CAPTIONS,
                                                                                          abs=0.02)
 
@@ -126,8 +129,9 @@ def test_a_stronger_negative_removes_more_hats(measured):
     assert rates[0] > rates[1] > rates[2], rates
 
 
-UNMET = ("the shipped testbed's ordinary negative is too weak for this (measured on 128 samples: hats 0.875 without "
-         "a negative, 0.56 with it; docs/testbed.md). Strict: a retrained testbed that passes must drop this marker.")
+UNMET = ("the shipped testbed misses this (its ordinary negative leaves 0.117 ± 0.028 of the hats on 128 samples, "
+         "0.16 on this test's 32; the window at s⁻ 8 changes the rest 0.84 times as much as the ordinary negative; "
+         "docs/testbed.md). Strict: a testbed that passes must drop this marker.")
 
 
 @pytest.mark.xfail(strict=True, reason=UNMET)
