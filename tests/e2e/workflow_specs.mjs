@@ -59,37 +59,33 @@ const CUSTOM_SAMPLER_LINKS = [
   ["decode", 0, "save", "images"],
 ];
 
-/** Negative Guidance (patch) on the model line of a KSampler, decoded and saved (workflows 1 and 5). */
-const PATCH_KSAMPLER_LINKS = [
+/** A KSampler fed the MODEL from `model` ([node, output]) on the shared prompts and latent, decoded and saved. */
+function samplerLinks(model, sampler, decode, save) {
+  return [
+    [...model, sampler, "model"],
+    ["positive", 0, sampler, "positive"],
+    ["negative", 0, sampler, "negative"],
+    ["latent", 0, sampler, "latent_image"],
+    [sampler, 0, decode, "samples"],
+    ["checkpoint", "VAE", decode, "vae"],
+    [decode, 0, save, "images"],
+  ];
+}
+
+/** Negative Guidance (patch) on the checkpoint's model, with ∅. */
+const PATCH_LINKS = [
   ["checkpoint", "MODEL", "patch", "model"],
   ["empty", 0, "patch", "empty"],
-  ["patch", 0, "ksampler", "model"],
-  ["positive", 0, "ksampler", "positive"],
-  ["negative", 0, "ksampler", "negative"],
-  ["latent", 0, "ksampler", "latent_image"],
-  ["ksampler", 0, "decode", "samples"],
-  ["checkpoint", "VAE", "decode", "vae"],
-  ["decode", 0, "save", "images"],
 ];
+
+/** Negative Guidance (patch) on the model line of a KSampler, decoded and saved (workflows 1 and 5). */
+const PATCH_KSAMPLER_LINKS = [...PATCH_LINKS, ...samplerLinks(["patch", 0], "ksampler", "decode", "save")];
 
 /** Two KSamplers on the same prompts and latent: the stock negative, and the patch's delayed one (workflows 4, 7). */
 const STOCK_VS_DELAYED_LINKS = [
-  ["checkpoint", "MODEL", "stock", "model"],
-  ["positive", 0, "stock", "positive"],
-  ["negative", 0, "stock", "negative"],
-  ["latent", 0, "stock", "latent_image"],
-  ["stock", 0, "stockDecode", "samples"],
-  ["checkpoint", "VAE", "stockDecode", "vae"],
-  ["stockDecode", 0, "stockSave", "images"],
-  ["checkpoint", "MODEL", "patch", "model"],
-  ["empty", 0, "patch", "empty"],
-  ["patch", 0, "delayed", "model"],
-  ["positive", 0, "delayed", "positive"],
-  ["negative", 0, "delayed", "negative"],
-  ["latent", 0, "delayed", "latent_image"],
-  ["delayed", 0, "delayedDecode", "samples"],
-  ["checkpoint", "VAE", "delayedDecode", "vae"],
-  ["delayedDecode", 0, "delayedSave", "images"],
+  ...samplerLinks(["checkpoint", "MODEL"], "stock", "stockDecode", "stockSave"),
+  ...PATCH_LINKS,
+  ...samplerLinks(["patch", 0], "delayed", "delayedDecode", "delayedSave"),
 ];
 
 const KSAMPLER_SETTINGS = { seed: 42, control_after_generate: "fixed", steps: 30, cfg: 7.5, sampler_name: "euler",
