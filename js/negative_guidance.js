@@ -54,7 +54,7 @@ api.addEventListener("execution_error", ({ detail }) => {
     const same = stored && stored.prompt_id === detail.prompt_id && stored.exception_message === detail.exception_message;
     for (const error of same ? [stored, detail] : [detail]) {
       error.node_id = id;
-      error.node_type = node.constructor?.title || node.type;
+      error.node_type = displayName(node);
     }
     app.graph?.setDirtyCanvas?.(true, true);
   } catch (error) {
@@ -196,9 +196,14 @@ function dynamicNeedsEmpty(name) {
   return connectEmpty(name, "a dynamic negative scale tracks its probability from eps(∅).");
 }
 
+/** The node's display name as the node library shows it ("Negative Guidance (patch)"), its type where none. */
+function displayName(node) {
+  return node.constructor?.title || node.type;
+}
+
 /** A node as the server's messages name it (validation.node_name): display name, the user's title, id. */
 function describeNode(node) {
-  return nodeName(node.constructor?.title || node.type, node.id, node.title);
+  return nodeName(displayName(node), node.id, node.title);
 }
 
 /** What the graph shows, read from the widgets (and from the sampler, scheduler and extra negatives linked). */
