@@ -4,8 +4,8 @@ Pure (numpy only, no ComfyUI), so the generator, the reader and their tests run 
 
 A scene is a 16×16 picture: a background (grass, sand, sky), one shape (circle, square, triangle) in one of four
 colours, small or big, on the left or the right, and, in most scenes, a black hat on top of the shape. The hat is
-the removable object: like glasses in photos of people, it is there in half of the pictures whether or not the
-caption says so, and captions rarely mention it. One caption in five is just "a hat" (so that eps("a hat") knows
+the removable object: like glasses in photos of people, it is there in 45 % of the pictures whether or not the
+caption says so, and captions rarely mention it. One caption in four is just "a hat" (so that eps("a hat") knows
 what a hat is, as a real model knows its nouns) and some are empty (for classifier-free guidance).
 
 The picture is the latent: channels R, G, B in [-1, 1] and a fourth channel with their mean (a real latent's
@@ -29,9 +29,9 @@ POSITIONS = ("left", "right")
 HAT_TEXT = "a hat"
 
 # The data's statistics; the README's testbed section quotes them.
-HAT_RATE = 0.5             # scenes with a hat, whatever the caption says
-HAT_MENTION_RATE = 0.15    # of hat scenes with a descriptive caption, those whose caption says "with a hat"
-HAT_ONLY_CAPTIONS = 0.20   # captions that are just "a hat" (the scene has a hat)
+HAT_RATE = 0.45            # scenes with a hat, whatever the caption says
+HAT_MENTION_RATE = 0.10    # of hat scenes with a descriptive caption, those whose caption says "with a hat"
+HAT_ONLY_CAPTIONS = 0.25   # captions that are just "a hat" (the scene has a hat)
 EMPTY_CAPTIONS = 0.12      # empty captions, for classifier-free guidance
 ATTRIBUTE_DROP = 0.3       # each of colour, size, shape, background, position left out of a descriptive caption
 
