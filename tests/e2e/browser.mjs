@@ -371,9 +371,18 @@ async function nodeSearch({ page, pageErrors }, request) {
     const r = window.app.canvas.canvas.getBoundingClientRect();
     return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
   });
-  await page.mouse.dblclick(rect.x, rect.y);
   const input = page.locator(".comfy-vue-node-search-box input, .p-autocomplete-input").first();
-  await input.waitFor({ timeout: 10000 });
+  // The canvas tells a double-click from two clicks by the time between them; on a loaded machine the two clicks can
+  // arrive too far apart and no search box opens, so double-click again until it does.
+  for (let attempt = 1; ; attempt++) {
+    await page.mouse.dblclick(rect.x, rect.y);
+    try {
+      await input.waitFor({ timeout: 5000 });
+      break;
+    } catch (error) {
+      if (attempt === 4) throw error;
+    }
+  }
   await input.fill(request.query);
   await page.waitForTimeout(1000);
   const listed = await page.evaluate(() => [...document.querySelectorAll(".p-autocomplete-option, [role=option]")]
