@@ -413,8 +413,12 @@ def figure(results, path: Path, title: str = "Exact-score benchmark: want x > 0,
     fig.savefig(path)
 
 
-def robust_settings(samplers=("heun", "euler", "euler_ancestral"), errors=(0.003, 0.01)):
-    """The dynamic negative at the defaults and the published update, on the high-dimensional toy with model error."""
+UPDATE_LABELS = {"mixture": "this pack", "published": "published DNG", "ito": "Itô", "ito-probe": "Itô + probe"}
+
+
+def robust_settings(samplers=("heun", "euler", "euler_ancestral"), errors=(0.003, 0.01),
+                    methods=("mixture", "published")):
+    """The dynamic negative at the defaults (`methods`: its updates), on the high-dimensional toy with model error."""
     from dataclasses import replace
 
     dynamic = dynamic_module()
@@ -423,8 +427,9 @@ def robust_settings(samplers=("heun", "euler", "euler_ancestral"), errors=(0.003
         toy = replace(ROBUST, name=f"four Gaussians + 1024 dims, error {error:g}, style bias 0.003 (EDM)",
                       prediction_noise=error)
         for sampler in (samplers if error == errors[0] else samplers[:1]):
-            for method, label in (("mixture", "this pack"), ("published", "published DNG")):
-                settings.append(Setting(f"{label}, error {error:g}, {sampler}", "dynamic", sampler=sampler, toy=toy,
+            for method in methods:
+                settings.append(Setting(f"{UPDATE_LABELS[method]}, error {error:g}, {sampler}", "dynamic",
+                                        sampler=sampler, toy=toy,
                                         dynamic=dynamic.DynamicNegative(method=method), panel=False))
     return tuple(settings)
 
@@ -469,7 +474,8 @@ def comparison_table(rows) -> str:
 def robust_table(rows) -> str:
     lines = ["| update | model error per dimension | sampler | forbidden | off-manifold |", "|---|---:|---|---:|---:|"]
     for r in rows:
-        update = "this pack (Tweedie ratio while σ ≥ 20, then mixture filter)" if r["method"] == "mixture" else "published DNG"
+        update = ("this pack (Tweedie ratio while σ ≥ 20, then mixture filter)" if r["method"] == "mixture"
+                  else UPDATE_LABELS[r["method"]])
         lines.append(f"| {update} | {r['error']:g} | {r['sampler']} | {r['forbidden']:.3f} | {r['off']:.3f} |")
     return "\n".join(lines)
 
@@ -518,6 +524,9 @@ def run_part(part: str, samples: int, robust_samples: int, seed: int, store: Pat
     docs = PACK_ROOT / "docs"
     if part == "robust":
         results = run_all(robust_samples, seed, robust_settings())
+    elif part == "robust-updates":  # every update side by side (docs/dynamic_negative.md), not in the assembled page
+        results = run_all(robust_samples, seed, robust_settings(("heun", "euler_ancestral"), methods=tuple(
+            UPDATE_LABELS)))
     else:
         toy = {"four": FOUR, "flow": FLOW, "asymmetric": ASYMMETRIC}[part]
         keep = []
@@ -570,7 +579,7 @@ def main(argv=None):
                         help="samples for the 1026-dimensional robustness rows (slow on a CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
-    parser.add_argument("--dynamic", choices=(*PARTS, "assemble", "all"),
+    parser.add_argument("--dynamic", choices=(*PARTS, "robust-updates", "assemble", "all"),
                         help="the dynamic-negative tables instead: one part (parts can run side by side), "
                              "'assemble' to write the docs from the saved parts, or 'all'")
     parser.add_argument("--store", type=Path, default=PACK_ROOT / ".host" / "exact_score_parts")

@@ -54,6 +54,7 @@ import exact_score as bench  # noqa: E402  (the model, the nodes, the samplers)
 import support  # noqa: E402
 
 FAMILY_SEED = 16
+FAMILY = [FAMILY_SEED]  # the family drawn (--family-seed: a held-out family, drawn by the same rules)
 FAMILY_SIZE = 36  # 30 in 2-D, then 6 in higher dimension
 HIGH_DIMS = (4, 8)
 CLASSES = ("inside", "partial", "outside", "issue")
@@ -126,8 +127,13 @@ def make_toy(index: int, dims: int, rng: random.Random) -> FamilyToy:
     return FamilyToy(index, kind, toy)
 
 
+def family(seed: int | None = None, size: int = FAMILY_SIZE) -> tuple:
+    """The family (seed: FAMILY_SEED, or another family drawn by the same rules, --family-seed)."""
+    return _family(FAMILY[0] if seed is None else seed, size)
+
+
 @functools.lru_cache(maxsize=None)
-def family(seed: int = FAMILY_SEED, size: int = FAMILY_SIZE) -> tuple:
+def _family(seed: int, size: int) -> tuple:
     rng = random.Random(seed)
     two_d = size - 2 * len(HIGH_DIMS) if size > 2 * len(HIGH_DIMS) else size
     return tuple(make_toy(i, 2 if i < two_d else HIGH_DIMS[(i - two_d) % len(HIGH_DIMS)], rng) for i in range(size))
@@ -159,8 +165,9 @@ def _log_components(toy, x, sigma):
     return -squares / (2 * variance[None]) - 0.5 * x.shape[1] * torch.log(variance)[None]
 
 
-def exact_laplacian_difference(toy, x, sigma):
-    """Δ log q_σ(x | ỹ) − Δ log q_σ(x): the divergence term an ODE path lacks (exact, from the mixture)."""
+def exact_laplacian_difference(toy, x, sigma, concept="negative"):
+    """Δ log q_σ(x | c) − Δ log q_σ(x), c = ỹ by default: the divergence term an ODE path lacks (exact, from the
+    mixture)."""
     import torch
 
     def laplacian(weights):
@@ -176,8 +183,35 @@ def exact_laplacian_difference(toy, x, sigma):
         return first - (mean ** 2).sum(1)
 
     pi = torch.tensor(toy.weights, dtype=torch.float64)
-    m = torch.tensor(toy.concepts["negative"], dtype=torch.float64)
+    m = torch.tensor(toy.concepts[concept], dtype=torch.float64)
     return laplacian(pi * m) - laplacian(pi)
+
+
+HUTCHINSON_SEED = 1616
+
+
+def hutchinson_laplacian_difference(toy, x, sigma, concept="negative", generator=None):
+    """One-probe Hutchinson estimate of Δ log q_σ(x | c) − Δ log q_σ(x): v·(∇s_c − ∇s_∅)·v with one Rademacher v per
+    sample, the same v for both concepts, from an exact Jacobian-vector product of the scores (what one extra forward-
+    mode pass per concept, or a finite difference with one extra evaluation of both, gives on a model)."""
+    import torch
+
+    modes = torch.tensor(toy.modes, dtype=torch.float64)
+    variance = torch.tensor(toy.stds, dtype=torch.float64) ** 2 + sigma ** 2
+    pi = torch.tensor(toy.weights, dtype=torch.float64)
+    m = torch.tensor(toy.concepts[concept], dtype=torch.float64)
+
+    def score(weights):
+        def of(point):
+            log_a = _log_components(toy, point, sigma) + torch.log(weights.clamp_min(1e-300))[None]
+            gamma = torch.softmax(log_a, dim=1)
+            return (gamma[:, :, None] * (-(point[:, None, :] - modes[None]) / variance[None, :, None])).sum(1)
+        return of
+
+    probe = torch.randint(0, 2, x.shape, generator=generator, dtype=torch.int64).to(torch.float64) * 2.0 - 1.0
+    _, along_concept = torch.func.jvp(score(pi * m), (x,), (probe,))
+    _, along_all = torch.func.jvp(score(pi), (x,), (probe,))
+    return ((along_concept - along_all) * probe).sum(1)
 
 
 # ---- oracle and instrumentation: hooks on the pack's DynamicNegativeState ----
@@ -194,7 +228,7 @@ def install_hooks():
         return
     original = state_class.update_from
 
-    def update_from(self, evaluation, negative_pred):
+    def update_from(self, evaluation, negative_pred, laplacian=None):
         toy = getattr(self.settings, "oracle_toy", None)
         if toy is not None and getattr(self.settings, "oracle_kind", ORACLE) == ORACLE:
             import torch
@@ -206,34 +240,89 @@ def install_hooks():
             self._previous = None
             result = self.scale()
         else:
-            result = original(self, evaluation, negative_pred)
+            result = original(self, evaluation, negative_pred, laplacian)
         if RECORDING[0]:
             RECORD.append((evaluation.sigma, evaluation.x.double().clone(), self.p.double().clone()))
         return result
 
     kernel_evidence = state_class._kernel_evidence
+    estimated_laplacian = state_class._laplacian_difference
 
     def kernel_with_divergence(self, previous, current, p):
-        # An ODE path lacks the Itô term: add −½(σ_a² − σ_b²)·τ·(Δlog q_ỹ − Δlog q_∅)(x_a), exact from the mixture
-        # (what a Hutchinson estimate with extra model passes would approach).
+        # An ODE path lacks the Itô term −½(σ_a² − σ_b²)·τ·(Δlog q_ỹ − Δlog q_∅)(x_a). 'divergence': add it exact from
+        # the mixture (what a Hutchinson estimate with extra model passes would approach) to an update without it;
+        # on the Itô update it replaces the estimate (_laplacian_difference below).
+        kind = getattr(self.settings, "oracle_kind", None)
+        if kind in ("trapezoid", "trapezoid-exact", "trapezoid-none", "trapezoid-hutchinson") and math.isfinite(
+                previous[1]):
+            return trapezoid_evidence(self, previous, current, p, kind.removeprefix("trapezoid").lstrip("-"))
         evidence = kernel_evidence(self, previous, current, p)
-        if getattr(self.settings, "oracle_kind", None) == "between" and math.isfinite(previous[1]):
-            # The same term with only the between-concept part of the posterior covariance (no pass):
-            # Δlog q_ỹ − Δlog q_∅ ≈ −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴).
-            x_a, sigma_a, empty_a, negative_a, _ = previous
-            sigma_b = current[1]
+        if self.settings.method == "ito" or not math.isfinite(previous[1]):
+            return evidence
+        x_a, sigma_a, empty_a, negative_a, _ = previous
+        sigma_b = current[1]
+        if kind == "between":
+            # The same term with only the between-concept part of the posterior covariance (no pass).
+            laplacian = estimated_laplacian(self, previous, p.clamp(max=self.settings.p_max))
+        elif kind == "divergence":
+            laplacian = exact_laplacian_difference(self.settings.oracle_toy, x_a.double(), sigma_a,
+                                                  self.settings.oracle_concept)
+        else:
+            return evidence
+        return evidence - (0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature
+                           * laplacian).to(evidence.dtype)
+
+    def laplacian_difference(self, previous, p):
+        if getattr(self.settings, "oracle_kind", None) == "hutchinson":
+            return hutchinson(self, previous[0], previous[1]).to(previous[0].dtype)
+        if getattr(self.settings, "oracle_kind", None) == "divergence":
+            return exact_laplacian_difference(self.settings.oracle_toy, previous[0].double(), previous[1],
+                                              self.settings.oracle_concept).to(previous[0].dtype)
+        return estimated_laplacian(self, previous, p)
+
+    def hutchinson(self, x, sigma):
+        if not hasattr(self, "_probe_generator"):
+            self._probe_generator = __import__("torch").Generator().manual_seed(HUTCHINSON_SEED)
+        return hutchinson_laplacian_difference(self.settings.oracle_toy, x.double(), sigma,
+                                               self.settings.oracle_concept, self._probe_generator)
+
+    def trapezoid_evidence(self, previous, current, p, laplacian):
+        # The chain rule along the step in (x, σ²), trapezoid rule with both ends' predictions (Stratonovich form):
+        # d log r = (s_ỹ − s_∅)∘dx + ½(Δlog r + ‖s_ỹ‖² − ‖s_∅‖²)·dσ².
+        import torch
+
+        x_a, sigma_a, empty_a, negative_a, _ = previous
+        x_b, sigma_b, empty_b, negative_b, _ = current
+
+        def ends(x, sigma, empty, negative, laplacian):
+            g = (negative - empty) / sigma ** 2
+            squares = ((empty - negative) * (2.0 * x - negative - empty)).sum(dim=1) / sigma ** 4
+            return g, laplacian + squares
+
+        toy = getattr(self.settings, "oracle_toy", None)
+        if laplacian == "none":  # the term left out, as the published update leaves it out
+            lap_a = lap_b = torch.zeros_like(p)
+        elif laplacian == "hutchinson":  # one probe per evaluation (kept: each evaluation's estimate is used twice)
+            lap_a = self._hutchinson_cache if getattr(self, "_hutchinson_at", None) is x_a else hutchinson(
+                self, x_a, sigma_a).to(x_a.dtype)
+            lap_b = hutchinson(self, x_b, sigma_b).to(x_a.dtype)
+            self._hutchinson_cache, self._hutchinson_at = lap_b, x_b
+        elif laplacian == "exact":
+            concept = self.settings.oracle_concept
+            lap_a = exact_laplacian_difference(toy, x_a.double(), sigma_a, concept).to(x_a.dtype)
+            lap_b = exact_laplacian_difference(toy, x_b.double(), sigma_b, concept).to(x_a.dtype)
+        else:
             q = p.clamp(max=self.settings.p_max)
-            laplacian = -q / (1 - q) * ((negative_a - empty_a) ** 2).sum(1) / sigma_a ** 4
-            evidence = evidence - 0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature * laplacian
-        if getattr(self.settings, "oracle_kind", None) == "divergence" and math.isfinite(previous[1]):
-            x_a, sigma_a, sigma_b = previous[0], previous[1], current[1]
-            laplacian = exact_laplacian_difference(self.settings.oracle_toy, x_a.double(), sigma_a)
-            evidence = evidence - (0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature
-                                   * laplacian).to(evidence.dtype)
-        return evidence
+            lap_a = estimated_laplacian(self, previous, q)
+            lap_b = estimated_laplacian(self, current, q)
+        g_a, h_a = ends(x_a, sigma_a, empty_a, negative_a, lap_a)
+        g_b, h_b = ends(x_b, sigma_b, empty_b, negative_b, lap_b)
+        drift = (0.5 * (g_a + g_b) * (x_b - x_a)).sum(dim=1)
+        return self.settings.temperature * (drift + 0.25 * (sigma_b ** 2 - sigma_a ** 2) * (h_a + h_b))
 
     state_class.update_from = update_from
     state_class._kernel_evidence = kernel_with_divergence
+    state_class._laplacian_difference = laplacian_difference
     state_class._family_hooked = True
 
 
@@ -243,26 +332,28 @@ RECORDING = [False]
 STOCHASTIC = ("euler_ancestral", "dpmpp_sde", "dpmpp_2s_ancestral")
 
 
-def method_settings(method: str, toy, sampler: str):
-    """The dynamic negative's settings at the defaults for one method ('oracle': the exact p; 'M+divergence': method
-    M with the exact divergence term on ODE samplers)."""
+def method_settings(method: str, toy, sampler: str, concept: str = "negative"):
+    """The dynamic negative's settings at the defaults for one method and the toy's concept c (ỹ by default):
+    'oracle': the exact p(c | x_t); 'M+divergence': method M with the exact divergence term on ODE samplers;
+    'M@prior': method M told P(c) as its prior."""
     dynamic = bench.dynamic_module()
-    if method.endswith("@prior"):  # the same method told the toy's exact p(ỹ) as its prior (calibration apart)
-        settings = method_settings(method.removesuffix("@prior"), toy, sampler)
-        weights, negative = toy.weights, toy.concepts["negative"]
-        prior = min(sum(w * m for w, m in zip(weights, negative)) / sum(weights), settings.p_max)
-        exact = replace(settings, prior=prior)
-        for name in ("oracle_toy", "oracle_kind"):
+    if method.endswith("@prior"):  # the same method told the toy's exact p(c) as its prior (calibration apart)
+        settings = method_settings(method.removesuffix("@prior"), toy, sampler, concept)
+        exact = replace(settings, prior=min(max(concept_share(toy, concept), 1e-4), settings.p_max))
+        for name in ("oracle_toy", "oracle_kind", "oracle_concept"):
             if hasattr(settings, name):
                 object.__setattr__(exact, name, getattr(settings, name))
         return exact
     if method == ORACLE:
-        return _tagged(dynamic.DynamicNegative(), toy, ORACLE)
-    for suffix, kind in (("+divergence", "divergence"), ("+between", "between"), ("+always", "between")):
+        return _tagged(dynamic.DynamicNegative(), toy, ORACLE, concept)
+    for suffix, kind in (("+divergence", "divergence"), ("+between", "between"), ("+always", "between"),
+                         ("+trapezoid", "trapezoid"), ("+trapezoid-exact", "trapezoid-exact"),
+                         ("+trapezoid-none", "trapezoid-none"), ("+hutchinson", "hutchinson"),
+                         ("+trapezoid-hutchinson", "trapezoid-hutchinson")):
         if method.endswith(suffix):
             settings = dynamic.DynamicNegative(method=method.removesuffix(suffix))
             stochastic = sampler in STOCHASTIC and suffix != "+always"
-            return settings if stochastic else _tagged(settings, toy, kind)
+            return settings if stochastic else _tagged(settings, toy, kind, concept)
     return dynamic.DynamicNegative(method=method)
 
 
@@ -329,7 +420,7 @@ def sweep(members, samples: int, samplers, kinds, runs, seed=SAMPLE_SEED, progre
             model = bench.build_model(toy)
             for sampler in samplers:
                 for fields, setting in runs(toy, sampler):
-                    points = bench.sample(model, setting, samples, seed)
+                    points = bench.sample(model, setting, samples, fields.pop("seed", seed))
                     rows.append({"toy": member.index, "class": member.kind, "dims": len(toy.modes[0]),
                                  "model": kind, "sampler": sampler, **fields, **metrics(points, toy)})
         if progress:
@@ -341,10 +432,19 @@ def run_family(methods, samples: int, toys=None, samplers=SAMPLERS, kinds=("edm"
                progress=True) -> list:
     def runs(toy, sampler):
         for method in methods:
-            yield {"method": method}, bench.Setting(f"{method}", "dynamic", sampler=sampler, toy=toy,
-                                                    dynamic=method_settings(method, toy, sampler), panel=False)
+            name, noise = split_seed(method, seed)
+            yield {"method": method, "seed": noise}, bench.Setting(
+                f"{method}", "dynamic", sampler=sampler, toy=toy, dynamic=method_settings(name, toy, sampler),
+                panel=False)
 
     return sweep(toys if toys is not None else family(), samples, samplers, kinds, runs, seed, progress)
+
+
+def split_seed(method: str, seed: int) -> tuple:
+    """'M@seedN' → (M, N): method M with other noise (the oracle at another seed measures the criterion's noise
+    floor: how often the exact p itself fails the bound against its own run on seed 0)."""
+    name, _, other = method.partition("@seed")
+    return name, int(other) if other else seed
 
 
 def judge(rows, method: str, reference: str = ORACLE) -> list:
@@ -413,6 +513,33 @@ def failures(rows, method, limit=12) -> str:
         lines.append(f"| {r['toy']} | {r['class']} | {r['model']} | {r['sampler']} | {r['forbidden']:.3f} "
                      f"({o['forbidden']:.3f}) | {r['off']:.3f} ({o['off']:.3f}) | {r['fidelity']:.3f} | "
                      f"{', '.join(failed)} |")
+    return "\n".join(lines)
+
+
+def criterion_table(rows, methods) -> str:
+    """Per method: how many runs fail each criterion of item 2."""
+    lines = ["| method | runs failing forbidden | failing off-manifold | failing fidelity |", "|---|---:|---:|---:|"]
+    for method in methods:
+        if method == ORACLE:
+            continue
+        judged = judge(rows, method)
+        counts = [sum(1 for j in judged if name in j[3]) for name in ("forbidden", "off", "fidelity")]
+        lines.append(f"| {method} | " + " | ".join(str(c) for c in counts) + " |")
+    return "\n".join(lines)
+
+
+def toy_table(rows, methods) -> str:
+    """Passing runs per toy and method (of the toy's runs: samplers × model kinds)."""
+    methods = [m for m in methods if m != ORACLE]
+    judged = {m: judge(rows, m) for m in methods}
+    lines = ["| toy | class | dims | " + " | ".join(methods) + " |", "|---:|---|---:|" + "---:|" * len(methods)]
+    for member in family():
+        cells = []
+        for m in methods:
+            chosen = [j for j in judged[m] if j[0]["toy"] == member.index]
+            cells.append(f"{sum(1 for j in chosen if j[2])}/{len(chosen)}" if chosen else "–")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {member.index} | {member.kind} | {len(member.toy.modes[0])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -498,13 +625,23 @@ def overlaps(toy) -> bool:
     return any(a > 0 and b > 0 for a, b in zip(toy.concepts["negative"], toy.concepts[SECOND]))
 
 
+PACK_METHOD = ["mixture"]  # --pack-method: the pack's update for every dynamic negative (a method of the family)
+
+
+def concept_share(toy, concept: str) -> float:
+    """P(c): the share of the toy's data in concept c."""
+    weights, members = toy.weights, toy.concepts[concept]
+    return sum(w * m for w, m in zip(weights, members)) / sum(weights)
+
+
 def two_negative_setting(toy, sampler: str, config: str, method: str):
     """One run's setting: the first negative dynamic on the main node, the second (if any) on an ExtraNegative."""
     dynamic = bench.dynamic_module()
 
     def scale_for(concept):
-        settings = dynamic.DynamicNegative()  # the defaults (mixture update)
-        return settings if method == "pack" else _tagged(settings, toy, ORACLE, concept)
+        if method == "pack":  # the defaults (mixture update), or --pack-method
+            return method_settings(PACK_METHOD[0], toy, sampler, concept)
+        return method_settings(ORACLE, toy, sampler, concept)
 
     second = TWO_NEGATIVE_CONFIGS[config]
     extras = ()
@@ -717,6 +854,7 @@ def main(argv=None):
     parser.add_argument("--toys", default="", help="comma-separated indices (default: the whole family)")
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--kinds", default="edm,flow")
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="the samples' noise seed")
     parser.add_argument("--trace", type=int, help="trace p tracked vs exact on this toy instead")
     parser.add_argument("--sampler", default="heun", help="sampler of --trace")
     parser.add_argument("--kind", default="edm", help="model kind of --trace")
@@ -727,7 +865,13 @@ def main(argv=None):
     parser.add_argument("--two-negatives", action="store_true",
                         help="item 3 instead: a second negative beside the first on the subset of the family "
                              "(--toys: indices of the family)")
+    parser.add_argument("--pack-method", default="mixture",
+                        help="with --two-negatives: the update of every dynamic negative of the 'pack' runs, as in "
+                             "--methods (mixture@prior: each told its concept's exact share as its prior)")
+    parser.add_argument("--family-seed", type=int, default=FAMILY_SEED,
+                        help="draw another family by the same rules (a held-out check of a choice made on seed 16)")
     args = parser.parse_args(argv)
+    FAMILY[0] = args.family_seed
     methods = args.methods.split(",")
     if args.two_negatives and args.trace is not None:
         two_negative_origins(args.trace, args.sampler, args.kind, args.samples)
@@ -753,7 +897,7 @@ def main(argv=None):
         rows = [r for r in rows if r["method"] in methods]
     else:
         toys = [family()[int(i)] for i in args.toys.split(",")] if args.toys else None
-        rows = run_family(methods, args.samples, toys, args.samplers.split(","), args.kinds.split(","))
+        rows = run_family(methods, args.samples, toys, args.samplers.split(","), args.kinds.split(","), args.seed)
     if args.out:
         args.out.write_text(json.dumps(rows))
     print(summary_table(rows, methods))
@@ -762,6 +906,10 @@ def main(argv=None):
         print(breakdown_table(rows, methods, key))
     print()
     print(kept_table(rows, [m for m in methods if m != ORACLE]))
+    print()
+    print(criterion_table(rows, methods))
+    print()
+    print(toy_table(rows, methods))
     for method in methods:
         if method != ORACLE:
             print(f"\nfailing runs, {method}:\n{failures(rows, method)}")
@@ -773,7 +921,8 @@ def two_negatives(args):
     else:
         members = two_negative_family()
         toys = [m for m in members if str(m.index) in args.toys.split(",")] if args.toys else members
-        rows = run_two_negatives(args.samples, toys, args.samplers.split(","), args.kinds.split(","))
+        PACK_METHOD[0] = args.pack_method
+        rows = run_two_negatives(args.samples, toys, args.samplers.split(","), args.kinds.split(","), seed=args.seed)
     if args.out:
         args.out.write_text(json.dumps(rows))
     print(two_negative_table(rows))

@@ -31,6 +31,13 @@ How p is tracked, from the denoised predictions D_∅ and D_ỹ that the guidanc
   next one.
 p is clipped to [p_min, p_max], so s⁻ ≤ λ·p_max/(1 − p_max).
 
+Other updates (the node's optional `update` input; docs/dynamic_negative.md derives and measures them): "published"
+(DNG as published), "ito" (the Itô density estimator: the kernel step against μ_∅, state log p, plus the term an ODE
+path lacks, −½(σ_a² − σ_b²)·(Δlog q_ỹ − Δlog q_∅), with that Laplacian difference estimated from the predictions) and
+"ito-probe" (that Laplacian difference measured: one more evaluation of ỹ and ∅ per step at x + h·v, v a Rademacher
+direction, Hutchinson's one-probe trace of the denoisers' Jacobians; and on ODE paths the trapezoid rule with both ends'
+predictions instead of the kernel's left point). ito-probe is the only update with a model pass of its own.
+
 No host–device synchronisation: every step is tensor arithmetic on the device; the only branches are on the sigma
 float the guidance already reads and on Python state. The state lives per run (one object per negative per run)
 and holds one value per batch element.
@@ -63,7 +70,18 @@ LOG_P_BOUND = 30.0
 # ito: the first steps, over which the sampler's fresh noise per step is measured (see _measure_noise).
 NOISE_STEPS = 8
 
-METHODS = ("mixture", "published", "ito")
+# ito-probe: the finite-difference step of the divergence probe, relative to σ (VE units). A model's error differs
+# between the two evaluations (float16 rounding, or any error that is not smooth in x) and the probe divides it by the
+# step: on the robustness toy (i.i.d. error 0.003 per dimension) a step of 0.001σ leaves 0.99 of Heun's samples off the
+# data, 0.1σ 0.17, 0.3σ 0.016 (the default update: 0.016). On exact models the step costs little: the random family
+# passes 178 (0.001σ), 177 (0.1σ) and 180 (0.3σ) of 288 runs (docs/dynamic_negative.md).
+PROBE_STEP = 0.3
+
+# ito-probe: the seed of the probe directions (Rademacher), so that a run is reproducible.
+PROBE_SEED = 0
+
+METHODS = ("mixture", "published", "ito", "ito-probe")
+ITO_METHODS = ("ito", "ito-probe")  # state log p, unclipped (LOG_P_BOUND); the sampler's noise measured
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,13 @@ class DynamicNegative:
     p_max: float = 0.99
     p_min: float = 1e-6
     method: str = "mixture"  # mixture: Tweedie ratio while σ ≥ TWEEDIE_SIGMA, then the mixture-corrected filter;
-    # published: DNG as published
+    # published: DNG as published; ito: the Itô density estimator; ito-probe: the same with the divergence measured
+    # by an extra evaluation of ỹ and ∅ (see DynamicNegativeState.wants_probe)
+
+    @property
+    def probes(self) -> bool:
+        """Whether this update needs the divergence probe's extra evaluation."""
+        return self.method == "ito-probe"
 
     def largest_scale(self) -> float:
         """The largest s⁻ can be: λ·p_max/(1 − p_max)."""
@@ -143,6 +167,8 @@ class DynamicNegativeState:
         self._tweedie_count = 1  # Tweedie ratios averaged into log_odds so far (the start is the first)
         self._noise = None  # ito: the sampler's share of fresh noise per step, (N,) (0: an ODE, 1: the full SDE)
         self._noise_count = 0
+        self._laplacian = None  # ito-probe: the last evaluation's probe of Δlog q_ỹ − Δlog q_∅, (N,), or None
+        self._laplacian_a = None  # ito-probe: L at the step's start while _kernel_evidence reads it
 
     # ---- what guidance reads ----
 
@@ -156,7 +182,7 @@ class DynamicNegativeState:
         self._log_odds = value
         if value is None:
             self.p = None
-        elif self.settings.method == "ito":
+        elif self.settings.method in ITO_METHODS:
             self.p = value.exp().clamp(self.settings.p_min, self.settings.p_max)
         else:
             self.p = value.exp() if self.settings.method == "published" else torch.sigmoid(value)
@@ -174,31 +200,77 @@ class DynamicNegativeState:
         there) and return s⁻ per batch element for this evaluation."""
         return self.update_from(Evaluation.of(x, sigma, empty_pred, self.flow), negative_pred)
 
-    def update_from(self, evaluation: Evaluation, negative_pred: torch.Tensor) -> torch.Tensor:
-        """`update` with the evaluation already converted (DynamicRun converts it once for all its negatives)."""
+    def update_from(self, evaluation: Evaluation, negative_pred: torch.Tensor,
+                    laplacian: torch.Tensor | None = None) -> torch.Tensor:
+        """`update` with the evaluation already converted (DynamicRun converts it once for all its negatives).
+        `laplacian`: ito-probe, the probe's Δlog q_ỹ − Δlog q_∅ at this evaluation, (N,), where wants_probe asked
+        for it (else None)."""
         x_ve, sigma_ve = evaluation.x, evaluation.sigma
         current = (x_ve, sigma_ve, evaluation.empty_pred, _flat(negative_pred), evaluation.model_sigma)
         previous = self._previous
+        previous_laplacian, self._laplacian = self._laplacian, laplacian
         if self.log_odds is None or self.log_odds.shape[0] != x_ve.shape[0]:
             self.log_odds = self._start(*current[:4])
             self._tweedie_count = 1
         elif previous is not None and previous[0].shape == x_ve.shape:
-            if self.settings.method == "ito" and sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
+            if self.settings.method in ITO_METHODS and sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
                 self._measure_noise(previous, current)
             if sigma_ve > previous[1] * (1.0 + SAME_SIGMA):
                 pass  # A higher sigma (the sampler re-noised): keep p, restart the chain from here.
-            elif self.settings.method in ("mixture", "ito") and sigma_ve >= TWEEDIE_SIGMA:
+            elif self.settings.method != "published" and sigma_ve >= TWEEDIE_SIGMA:
                 # The running mean of the ratios so far: p(ỹ | x_t) moves little up there, and the mean averages the
                 # model's error out where the latest ratio alone would let it swing s⁻ (and push samples off the data).
                 self._tweedie_count += 1
                 ratio = self._start(*current[:4])
                 self.log_odds = self._clip(self.log_odds + (ratio - self.log_odds) / self._tweedie_count)
+            elif sigma_ve < previous[1] * (1.0 - SAME_SIGMA) and laplacian is not None:
+                evidence = self._probe_evidence(previous, current, self.p, previous_laplacian, laplacian)
+                self.log_odds = self._clip(self.log_odds + evidence)
             elif sigma_ve < previous[1] * (1.0 - SAME_SIGMA):
                 self.log_odds = self._clip(self.log_odds + self._kernel_evidence(previous, current, self.p))
             else:
                 self.log_odds = self._clip(self.log_odds + self._path_evidence(previous, current, self.p))
         self._previous = current
         return self.scale()
+
+    def wants_probe(self, sigma: float) -> bool:
+        """ito-probe: whether this evaluation (at `sigma`, model units) needs the divergence probe: every evaluation
+        the filter steps from, below TWEEDIE_SIGMA (above, the Tweedie ratio needs none), after the first."""
+        if not self.settings.probes or self.log_odds is None:
+            return False
+        sigma_ve = variance_exploding(torch.zeros(()), sigma, self.flow)[1]
+        return sigma_ve < TWEEDIE_SIGMA
+
+    def _probe_evidence(self, previous, current, p, laplacian_a, laplacian_b) -> torch.Tensor:
+        """ito-probe, a step to a lower σ with the probe's Laplacian difference L at both ends (at the start of the
+        filter only at b: L_a = L_b). Two exact forms of d log p along any path (docs/dynamic_negative.md), blended
+        by the measured fresh noise a:
+        - Itô (left point, the kernel step): needs −½(σ_a² − σ_b²)·(1 − a)·L_a; exact for the reverse SDE (a = 1);
+        - Stratonovich (trapezoid rule with both ends' predictions):
+              ½(g_a + g_b)·(x_b − x_a) − ¼(σ_a² − σ_b²)·(h_a + h_b),  g = (D_ỹ − D_∅)/σ², h = L + ‖s_ỹ‖² − ‖s_∅‖²;
+          second order along a smooth (ODE) path, where the left point lags a sample that commits late."""
+        x_a, sigma_a, empty_a, negative_a, _ = previous
+        x_b, sigma_b, empty_b, negative_b, _ = current
+        laplacian_a = laplacian_b if laplacian_a is None else laplacian_a
+        self._laplacian_a = laplacian_a  # read by _laplacian_difference for the Itô form
+        try:
+            ito = self._kernel_evidence(previous, current, p)
+        finally:
+            self._laplacian_a = None
+        if not math.isfinite(sigma_a):
+            return ito
+
+        def ends(x, sigma, empty, negative, laplacian):
+            g = (negative - empty) / sigma ** 2
+            squares = ((empty - negative) * (2.0 * x - negative - empty)).sum(dim=1) / sigma ** 4
+            return g, laplacian + squares
+
+        g_a, h_a = ends(x_a, sigma_a, empty_a, negative_a, laplacian_a)
+        g_b, h_b = ends(x_b, sigma_b, empty_b, negative_b, laplacian_b)
+        trapezoid = (0.5 * (g_a + g_b) * (x_b - x_a)).sum(dim=1) - 0.25 * (sigma_a ** 2 - sigma_b ** 2) * (h_a + h_b)
+        trapezoid = self.settings.temperature * trapezoid + self._offset_evidence(previous, current)
+        noise = self._noise.clamp(0.0, 1.0) if self._noise is not None else torch.zeros_like(trapezoid)
+        return noise * ito + (1.0 - noise) * trapezoid
 
     def _measure_noise(self, previous, current):
         """ito: how much fresh noise the sampler adds per step, from the first NOISE_STEPS steps to a lower σ (the
@@ -229,7 +301,7 @@ class DynamicNegativeState:
 
     def _clip(self, log_odds: torch.Tensor) -> torch.Tensor:
         s = self.settings
-        if s.method == "ito":
+        if s.method in ITO_METHODS:
             return log_odds.clamp(-LOG_P_BOUND, LOG_P_BOUND)
         if s.method == "published":
             return log_odds.clamp(math.log(s.p_min), math.log(s.p_max))
@@ -237,7 +309,7 @@ class DynamicNegativeState:
 
     def _prior(self, like: torch.Tensor) -> torch.Tensor:
         prior = self.settings.prior
-        value = math.log(prior) if self.settings.method in ("published", "ito") else math.log(prior / (1.0 - prior))
+        value = math.log(prior) if self.settings.method != "mixture" else math.log(prior / (1.0 - prior))
         return torch.full((like.shape[0],), value, dtype=like.dtype, device=like.device)
 
     def _start(self, x, sigma, empty_pred, negative_pred) -> torch.Tensor:
@@ -247,7 +319,7 @@ class DynamicNegativeState:
         squares = ((empty_pred - negative_pred) * (2.0 * x - negative_pred - empty_pred)).sum(dim=1)
         coefficient = (DATA_SCALE ** 2 + sigma ** 2) / (2.0 * sigma ** 4)
         log_p = math.log(self.settings.prior) - self.settings.temperature * coefficient * squares
-        if self.settings.method == "ito":
+        if self.settings.method in ITO_METHODS:
             return self._clip(log_p)
         # logit from log p: p clipped first, so that log(1 − p) stays finite.
         p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
@@ -257,7 +329,7 @@ class DynamicNegativeState:
         """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset. `p`: p(ỹ | x_a), the
         state's p before this evaluation."""
         x_a, sigma_a, empty_a, negative_a, _ = previous
-        x_b, sigma_b, _, _, sigma_b_model = current
+        x_b, sigma_b = current[:2]
         s = self.settings
         ratio = (sigma_b / sigma_a) ** 2  # r (0 when σ_a = inf: a flow model's pure-noise start)
         variance = sigma_b ** 2 * (1.0 - ratio)
@@ -269,17 +341,32 @@ class DynamicNegativeState:
         # ‖x_b − μ_ỹ‖² − ‖x_b − μ_other‖² = d·(2(x_b − μ_ỹ) − d), without cancelling two large norms.
         difference = (d * (2.0 * (x_b - mean_negative) - d)).sum(dim=1)
         evidence = -s.temperature * difference / (2.0 * variance)
-        if s.method == "ito" and ratio != 0.0:
-            # The Itô term an ODE path lacks: −½(σ_a² − σ_b²)·(Δlog q_ỹ − Δlog q_∅), weighted by the missing noise,
-            # with the Laplacian difference = (tr Cov[x₀|x, ỹ] − tr Cov[x₀|x, ∅])/σ⁴ kept to its between-concept part
-            # (the law of total covariance with equal spreads inside each concept): −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴).
+        if s.method in ITO_METHODS and ratio != 0.0:
+            # The Itô term an ODE path lacks: −½(σ_a² − σ_b²)·(Δlog q_ỹ − Δlog q_∅), weighted by the missing noise.
             missing = 1.0 - (self._noise.clamp(0.0, 1.0) if self._noise is not None else 0.0)
-            between = p / (1.0 - p) * ((negative_a - empty_a) ** 2).sum(dim=1) / sigma_a ** 4
-            evidence = evidence + s.temperature * 0.5 * (sigma_a ** 2 - sigma_b ** 2) * missing * between
-        if s.offset != 0.0:
-            model_scale_sq = (1.0 - sigma_b_model) ** 2 if self.flow else 1.0 / (1.0 + sigma_b ** 2)
-            evidence = evidence + s.offset / (2.0 * variance * model_scale_sq)
-        return evidence
+            laplacian = self._laplacian_difference(previous, p)
+            evidence = evidence - s.temperature * 0.5 * (sigma_a ** 2 - sigma_b ** 2) * missing * laplacian
+        return evidence + self._offset_evidence(previous, current)
+
+    def _offset_evidence(self, previous, current):
+        """The published offset δ of one step to a lower σ: δ/(2v·c²), c² converting v to variance-preserving units
+        (0 at the default δ = 0)."""
+        if self.settings.offset == 0.0:
+            return 0.0
+        sigma_a, (sigma_b, sigma_b_model) = previous[1], current[1::3]
+        ratio = (sigma_b / sigma_a) ** 2
+        variance = sigma_b ** 2 * (1.0 - ratio)
+        model_scale_sq = (1.0 - sigma_b_model) ** 2 if self.flow else 1.0 / (1.0 + sigma_b ** 2)
+        return self.settings.offset / (2.0 * variance * model_scale_sq)
+
+    def _laplacian_difference(self, previous, p) -> torch.Tensor:
+        """Δlog q_ỹ − Δlog q_∅ at x_a = (tr Cov[x₀|x, ỹ] − tr Cov[x₀|x, ∅])/σ⁴: ito-probe, the probe's; ito, kept to
+        its between-concept part (the law of total covariance with equal spreads inside each concept):
+        −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴)."""
+        if getattr(self, "_laplacian_a", None) is not None:  # ito-probe: measured
+            return self._laplacian_a
+        _, sigma_a, empty_a, negative_a, _ = previous
+        return -p / (1.0 - p) * ((negative_a - empty_a) ** 2).sum(dim=1) / sigma_a ** 4
 
     def _path_evidence(self, previous, current, p) -> torch.Tensor:
         """τ·∫∇log-odds·dx from x_a to x_b at one σ (trapezoid rule): ∇logit p = (D_ỹ − D_∅)/(σ²(1 − p)). `p`: the
@@ -305,13 +392,43 @@ class DynamicRun:
         self.flow = flow
         self.states = tuple(DynamicNegativeState(s, flow) if s is not None else None for s in settings_per_term)
         self.probabilities = ()  # per term: p of the latest evaluation, (N,), or None
+        self.probes = any(s is not None and s.probes for s in settings_per_term)
+        self._direction = None  # the probe direction v of this evaluation, flattened (N, D)
+        self._generator = self._generator_device = None
 
-    def factors(self, x, sigma: float, acting, empty_pred, negative_preds) -> tuple:
+    # ---- ito-probe: one extra evaluation of the probing negatives and ∅ at x + h·v ----
+
+    def probing(self, sigma: float, acting) -> tuple:
+        """Per term, whether this evaluation needs its divergence probe (`acting`: as in `factors`)."""
+        return tuple(state is not None and act and state.wants_probe(sigma) for state, act in zip(self.states, acting))
+
+    def probe_point(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """x + h·v in model units: v Rademacher (one per element, drawn from this run's generator), h = PROBE_STEP·σ
+        in variance-exploding units (times 1 − σ for a flow model)."""
+        if self._generator is None or self._generator_device != x.device:
+            self._generator = torch.Generator(device=x.device).manual_seed(PROBE_SEED)
+            self._generator_device = x.device
+        direction = torch.randint(0, 2, x.shape, generator=self._generator, device=x.device).to(x.dtype) * 2 - 1
+        self._direction = _flat(direction)
+        sigma_ve = variance_exploding(torch.zeros(()), sigma, self.flow)[1]
+        step = PROBE_STEP * sigma_ve * ((1.0 - sigma) if self.flow else 1.0)
+        return x + step * direction
+
+    def _probed_laplacian(self, sigma: float, empty_pred, negative_pred, probe_empty, probe_negative):
+        """Δlog q_ỹ − Δlog q_∅ ≈ v·((D_ỹ(x + h·v) − D_ỹ(x)) − (D_∅(x + h·v) − D_∅(x)))/(h·σ²) (VE units; Hutchinson's
+        trace estimate of the denoisers' Jacobians, one probe, the same v for both)."""
+        sigma_ve = variance_exploding(torch.zeros(()), sigma, self.flow)[1]
+        change = (_flat(probe_negative) - _flat(negative_pred)) - (_flat(probe_empty) - _flat(empty_pred))
+        return (self._direction * change).sum(dim=1) / (PROBE_STEP * sigma_ve ** 3)
+
+    def factors(self, x, sigma: float, acting, empty_pred, negative_preds, probe=None) -> tuple:
         """Per term, fᵢ = λ·p/(1 − p) per sample, (N,), where `acting` (StepCoefficients.needs_factors) says the
-        term's factor is used at this evaluation, else None. The evaluation is converted once for all of them."""
+        term's factor is used at this evaluation, else None. The evaluation is converted once for all of them.
+        `probe`: (D_∅, [D_ỹᵢ]) at probe_point(x), where `probing` asked for it."""
         evaluation = None
         factors, probabilities = [], []
-        for state, act, prediction in zip(self.states, acting, negative_preds):
+        wanted = self.probing(sigma, acting) if probe is not None else (False,) * len(self.states)
+        for i, (state, act, prediction) in enumerate(zip(self.states, acting, negative_preds)):
             if state is None or not act:
                 if state is not None:
                     state.skip()
@@ -320,7 +437,9 @@ class DynamicRun:
                 continue
             if evaluation is None:
                 evaluation = Evaluation.of(x, sigma, empty_pred, self.flow)
-            factors.append(state.update_from(evaluation, prediction))
+            laplacian = (self._probed_laplacian(sigma, empty_pred, prediction, probe[0], probe[1][i])
+                         if wanted[i] else None)
+            factors.append(state.update_from(evaluation, prediction, laplacian))
             probabilities.append(state.p)
         self.probabilities = tuple(probabilities)
         return tuple(factors)

@@ -14,7 +14,8 @@ from .validation import DISPLAY_NAMES, schema_bounds
 CUSTOM = "custom (the inputs below)"
 PRESET_NAMES = (CUSTOM, *dynamic.PRESETS)
 # The `update` input (optional, last): how p is tracked. Label → DynamicNegative.method.
-UPDATES = {"mixture (default)": "mixture", "Itô (any path)": "ito", "published DNG": "published"}
+UPDATES = {"mixture (default)": "mixture", "Itô (any path)": "ito", "published DNG": "published",
+           "Itô + divergence probe (extra pass)": "ito-probe"}
 NODE = "DynamicNegativeScale"
 
 DYNAMIC_TOOLTIP = ("Optional: a Dynamic Negative Scale (experimental). This negative's scale then follows each "
@@ -64,7 +65,10 @@ class DynamicNegativeScale(io.ComfyNode):
                                tooltip="How p is tracked along the run (docs/dynamic_negative.md). mixture: this "
                                        "pack's default. Itô: the Itô density estimator, valid for a sample on any "
                                        "path, with the term an ODE sampler lacks estimated from the predictions. "
-                                       "published: DNG as published. Ignored by a preset."),
+                                       "published: DNG as published. Itô + divergence probe: that term measured "
+                                       "instead, by evaluating the negative and empty prompts once more per step "
+                                       "(about 2/3 more model work); it catches samples that turn to the negative "
+                                       "late. Ignored by a preset."),
             ],
             outputs=[DynamicNegativeSettings.Output(
                 display_name="dynamic",

@@ -204,8 +204,26 @@ class Combined:
     negative_term: torch.Tensor | None = None
 
 
+def evaluate_probe(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: list, model, x, timestep,
+                   model_options: dict, sigma: float | None):
+    """The dynamic negative's `Itô + divergence probe` update (an option, off by default): one more evaluation, of
+    the probing negatives and ∅ only, at x + h·v (DynamicRun.probe_point); (D_∅, [D_ỹᵢ]) there, or None where no
+    negative probes at this evaluation (then nothing is evaluated)."""
+    if run.dynamic is None or not run.dynamic.probes:
+        return None
+    sigma = current_sigma(timestep) if sigma is None else sigma
+    wanted = run.dynamic.probing(sigma, coefficients.needs_factors)
+    if not any(wanted):
+        return None
+    _, negative_conds, empty_cond = run.layout.split(batch)
+    probe_batch = run.layout.assemble(None, [c if w else None for c, w in zip(negative_conds, wanted)], empty_cond)
+    outputs = evaluate(model, probe_batch, run.dynamic.probe_point(x, sigma), timestep, model_options, run.sequential)
+    _, negative_preds, empty_pred = run.layout.split(outputs)
+    return empty_pred, negative_preds
+
+
 def combine(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: list, outputs: list, x, timestep,
-            sigma: float | None) -> Combined:
+            sigma: float | None, probe=None) -> Combined:
     """eps = e + s⁺(c − e) − Σᵢ sᵢ(nᵢ − e) written for the hooks: as plain CFG against the blended unconditional
     prediction u* = e + Σ αᵢ(nᵢ − e) (StepCoefficients.blends; at s⁺ = 1 its limit, eps(ỹ) at the defaults, as in a
     stock KSampler at cfg 1), or, where no u* exists (s⁺ = 1 with a fixed or dynamic negative acting, or s⁺ so
@@ -218,7 +236,7 @@ def combine(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: li
     if run.dynamic is not None:
         # Dynamic negatives: fᵢ = λ·p/(1 − p) per sample, tracked from this evaluation's predictions.
         sigma = current_sigma(timestep) if sigma is None else sigma  # the caller's read: one sync, not two
-        factors = run.dynamic.factors(x, sigma, coefficients.needs_factors, empty_pred, negative_preds)
+        factors = run.dynamic.factors(x, sigma, coefficients.needs_factors, empty_pred, negative_preds, probe)
     scales, blends = coefficients.with_factors(factors)
     if run.observer is not None:
         evaluated = [output if conds is not None else None for conds, output in zip(batch, outputs)]
@@ -271,7 +289,8 @@ def predict(run: RunSchedule, model, conds: list, x, timestep, model_options: di
     coefficients = run.coefficients(sigma, cfg)
     batch = prepare(run, coefficients, conds, model_options, timestep)
     outputs = evaluate(model, batch, x, timestep, model_options, run.sequential)
-    combined = combine(run, coefficients, batch, outputs, x, timestep, sigma)
+    probe = evaluate_probe(run, coefficients, batch, model, x, timestep, model_options, sigma)
+    combined = combine(run, coefficients, batch, outputs, x, timestep, sigma, probe)
     return apply_hooks(model, combined, coefficients.cond_scale, x, timestep, model_options)
 
 
