@@ -248,6 +248,13 @@ SETTINGS = (
 
 
 @functools.lru_cache(maxsize=None)
+def set_probe_step(step: float | None):
+    """The ito-probe update's finite-difference step (× σ) for this process (None: the pack's PROBE_STEP)."""
+    if step is not None:
+        support.load_pack()
+        support.pack_module("nodes.dynamic").PROBE_STEP = step
+
+
 def dynamic_module():
     return support.load_pure_module("nodes/dynamic.py", "negguide_dynamic")
 
@@ -583,7 +590,10 @@ def main(argv=None):
                         help="the dynamic-negative tables instead: one part (parts can run side by side), "
                              "'assemble' to write the docs from the saved parts, or 'all'")
     parser.add_argument("--store", type=Path, default=PACK_ROOT / ".host" / "exact_score_parts")
+    parser.add_argument("--probe-step", type=float,
+                        help="the divergence probe's step h (× σ) of the ito-probe update (default: the pack's)")
     args = parser.parse_args(argv)
+    set_probe_step(args.probe_step)
     docs = PACK_ROOT / "docs"
     if args.dynamic:
         for part in (PARTS if args.dynamic == "all" else () if args.dynamic == "assemble" else (args.dynamic,)):

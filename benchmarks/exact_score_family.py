@@ -868,10 +868,13 @@ def main(argv=None):
     parser.add_argument("--pack-method", default="mixture",
                         help="with --two-negatives: the update of every dynamic negative of the 'pack' runs, as in "
                              "--methods (mixture@prior: each told its concept's exact share as its prior)")
+    parser.add_argument("--probe-step", type=float,
+                        help="the divergence probe's step h (× σ) of the ito-probe update (default: the pack's)")
     parser.add_argument("--family-seed", type=int, default=FAMILY_SEED,
                         help="draw another family by the same rules (a held-out check of a choice made on seed 16)")
     args = parser.parse_args(argv)
     FAMILY[0] = args.family_seed
+    bench.set_probe_step(args.probe_step)
     methods = args.methods.split(",")
     if args.two_negatives and args.trace is not None:
         two_negative_origins(args.trace, args.sampler, args.kind, args.samples)
