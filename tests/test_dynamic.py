@@ -396,6 +396,11 @@ def test_dynamic_node_update_input_is_optional_and_last(host):
     assert nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9).result[0].method == "mixture"
     ito = nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9, update="Itô (any path)").result[0]
     assert ito == dynamic.DynamicNegative(strength=1.5, prior=0.2, temperature=0.5, offset=0.0, p_max=0.9, method="ito")
+    probe = nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.5, 0.2, 0.5, 0.0, 0.9,
+                                               update="Itô + divergence probe (extra pass)").result[0]
+    assert probe.method == "ito-probe" and probe.probes and not ito.probes
+    # Each update on the node is one of the pack's, and each of the pack's is on the node.
+    assert sorted(nodes.UPDATES.values()) == sorted(dynamic.METHODS)
     assert nodes.DynamicNegativeScale.validate_inputs(update="x").startswith("Dynamic Negative Scale: update")
     with pytest.raises(ValueError, match="Dynamic Negative Scale: update must be one of"):
         nodes.DynamicNegativeScale.execute(nodes.CUSTOM, 1.0, 0.5, 1.0, 0.0, 0.9, update="x")
