@@ -1,6 +1,6 @@
 """What negative prompts do on the trained testbed: the tables and figures of docs/testbed.md.
 
-    scripts/host.sh python benchmarks/testbed.py              # about 20 minutes on one free CPU core
+    scripts/host.sh python benchmarks/testbed.py              # about 30 minutes on one free CPU core (28 for the shipped run)
     scripts/host.sh python benchmarks/testbed.py --seeds 4    # a quick look (numbers too noisy to quote)
 
 Everything is fixed here, before any result was seen: cfg 5 (s⁺), 30 steps, euler / normal (and euler_ancestral),

@@ -28,7 +28,7 @@ SIZES = {"small": 5, "big": 7}
 POSITIONS = ("left", "right")
 HAT_TEXT = "a hat"
 
-# The data's statistics; the README's testbed section quotes them.
+# The data's statistics; the model card (testbed/MODEL_CARD.md) quotes them.
 HAT_RATE = 0.45            # scenes with a hat, whatever the caption says
 HAT_MENTION_RATE = 0.10    # of hat scenes with a descriptive caption, those whose caption says "with a hat"
 HAT_ONLY_CAPTIONS = 0.25   # captions that are just "a hat" (the scene has a hat)
