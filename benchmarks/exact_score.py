@@ -247,7 +247,6 @@ SETTINGS = (
 )
 
 
-@functools.lru_cache(maxsize=None)
 def set_probe_step(step: float | None):
     """The ito-probe update's finite-difference step (× σ) for this process (None: the pack's PROBE_STEP)."""
     if step is not None:
@@ -255,6 +254,7 @@ def set_probe_step(step: float | None):
         support.pack_module("nodes.dynamic").PROBE_STEP = step
 
 
+@functools.lru_cache(maxsize=None)
 def dynamic_module():
     return support.load_pure_module("nodes/dynamic.py", "negguide_dynamic")
 

@@ -34,7 +34,7 @@ p is clipped to [p_min, p_max], so s⁻ ≤ λ·p_max/(1 − p_max).
 Other updates (the node's optional `update` input; docs/dynamic_negative.md derives and measures them): "published"
 (DNG as published), "ito" (the Itô density estimator: the kernel step against μ_∅, state log p, plus the term an ODE
 path lacks, −½(σ_a² − σ_b²)·(Δlog q_ỹ − Δlog q_∅), with that Laplacian difference estimated from the predictions) and
-"ito-probe" (that Laplacian difference measured: one more evaluation of ỹ and ∅ per step at x + h·v, v a Rademacher
+"ito-probe" (that Laplacian difference measured: one more evaluation of ỹ and ∅ per model evaluation at x + h·v, v a Rademacher
 direction, Hutchinson's one-probe trace of the denoisers' Jacobians; and on ODE paths the trapezoid rule with both ends'
 predictions instead of the kernel's left point). ito-probe is the only update with a model pass of its own.
 
@@ -78,8 +78,13 @@ NOISE_STEPS = 8
 # at 0.001σ and 0.1σ, 0.036 at 0.3σ, 0.088 at 1σ (the default update: 0.081). docs/dynamic_negative.md has the table.
 PROBE_STEP = 0.3
 
-# ito-probe: the seed of the probe directions (Rademacher), so that a run is reproducible.
+# ito-probe: the seed of the probe directions (Rademacher): fixed, so every run draws the same directions and is
+# reproducible.
 PROBE_SEED = 0
+
+# ito-probe: set in transformer_options for the probe's extra forward, so that a patch that watches forwards (the pack's
+# r_t probe) can tell it from an evaluation of the sampler.
+PROBE_FORWARD_KEY = "negative_guidance_divergence_probe"
 
 METHODS = ("mixture", "published", "ito", "ito-probe")
 ITO_METHODS = ("ito", "ito-probe")  # state log p, unclipped (LOG_P_BOUND); the sampler's noise measured
@@ -211,6 +216,8 @@ class DynamicNegativeState:
         previous = self._previous
         previous_laplacian, self._laplacian = self._laplacian, laplacian
         if self.log_odds is None or self.log_odds.shape[0] != x_ve.shape[0]:
+            if self.log_odds is not None:  # another batch: nothing measured per sample carries over
+                self._noise, self._noise_count, self._laplacian = None, 0, None
             self.log_odds = self._start(*current[:4])
             self._tweedie_count = 1
         elif previous is not None and previous[0].shape == x_ve.shape:
@@ -407,6 +414,8 @@ class DynamicRun:
         """x + h·v in model units: v Rademacher (one per element, drawn from this run's generator), h = PROBE_STEP·σ
         in variance-exploding units (times 1 − σ for a flow model)."""
         if self._generator is None or self._generator_device != x.device:
+            # On the device, so drawing v needs no copy from the host (a backend without device generators, such as
+            # DirectML, fails here: the probe is an option).
             self._generator = torch.Generator(device=x.device).manual_seed(PROBE_SEED)
             self._generator_device = x.device
         direction = torch.randint(0, 2, x.shape, generator=self._generator, device=x.device).to(x.dtype) * 2 - 1

@@ -66,9 +66,11 @@ class DynamicNegativeScale(io.ComfyNode):
                                        "pack's default. Itô: the Itô density estimator, valid for a sample on any "
                                        "path, with the term an ODE sampler lacks estimated from the predictions. "
                                        "published: DNG as published. Itô + divergence probe: that term measured "
-                                       "instead, by evaluating the negative and empty prompts once more per step "
-                                       "(about 2/3 more model work); it catches samples that turn to the negative "
-                                       "late. Ignored by a preset."),
+                                       "instead, by evaluating the negative and empty prompts once more at each "
+                                       "model evaluation (about 2/3 more model work for one dynamic negative); it "
+                                       "catches samples that turn to the negative late, but with a model whose "
+                                       "predictions are noisy (float16, large latents) it pushes samples off the "
+                                       "image. Ignored by a preset."),
             ],
             outputs=[DynamicNegativeSettings.Output(
                 display_name="dynamic",

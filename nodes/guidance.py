@@ -20,7 +20,7 @@ import comfy.samplers
 import node_helpers
 
 from . import log, schedule, validation
-from .dynamic import DynamicRun
+from .dynamic import PROBE_FORWARD_KEY, DynamicRun
 
 # The extra conditioning key (for ∅) and the wrapper key, both unique to this pack.
 EMPTY_KEY = "negative_guidance_empty"
@@ -217,7 +217,9 @@ def evaluate_probe(run: RunSchedule, coefficients: schedule.StepCoefficients, ba
         return None
     _, negative_conds, empty_cond = run.layout.split(batch)
     probe_batch = run.layout.assemble(None, [c if w else None for c, w in zip(negative_conds, wanted)], empty_cond)
-    outputs = evaluate(model, probe_batch, run.dynamic.probe_point(x, sigma), timestep, model_options, run.sequential)
+    marked = {**model_options,
+              "transformer_options": {**model_options.get("transformer_options", {}), PROBE_FORWARD_KEY: True}}
+    outputs = evaluate(model, probe_batch, run.dynamic.probe_point(x, sigma), timestep, marked, run.sequential)
     _, negative_preds, empty_pred = run.layout.split(outputs)
     return empty_pred, negative_preds
 
@@ -288,8 +290,10 @@ def predict(run: RunSchedule, model, conds: list, x, timestep, model_options: di
     sigma = current_sigma(timestep) if run.reads_sigma else None
     coefficients = run.coefficients(sigma, cfg)
     batch = prepare(run, coefficients, conds, model_options, timestep)
-    outputs = evaluate(model, batch, x, timestep, model_options, run.sequential)
+    # The probe's forward (an option) first: a patch that keeps what the last forward of the negative saw (SAG's
+    # attention map) then keeps the evaluation's own.
     probe = evaluate_probe(run, coefficients, batch, model, x, timestep, model_options, sigma)
+    outputs = evaluate(model, batch, x, timestep, model_options, run.sequential)
     combined = combine(run, coefficients, batch, outputs, x, timestep, sigma, probe)
     return apply_hooks(model, combined, coefficients.cond_scale, x, timestep, model_options)
 

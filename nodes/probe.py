@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import schedule
+from .dynamic import PROBE_FORWARD_KEY
 from .trace import DeferredRun, RunStore, executing_prompt, figure_to_image, mean
 
 LAYER_RULES = ("non_middle", "all")
@@ -214,6 +215,8 @@ class AttentionProbe(RunStore):
         """ComfyUI's attn2_patch signature; returns its inputs untouched."""
         block = extra_options.get("block")
         if block is None or (block[0] == "middle" and self.layers == "non_middle"):
+            return n, context, value
+        if extra_options.get(PROBE_FORWARD_KEY):  # the dynamic negative's divergence probe, not an evaluation
             return n, context, value
         chunks = list(extra_options.get("cond_or_uncond", ()))
         if NEGATIVE_CHUNK not in chunks and POSITIVE_CHUNK not in chunks:

@@ -568,23 +568,34 @@ def exact_laplacian_difference(log_q_negative, log_q_empty, x):
     return torch.stack([laplacian(log_q_negative, point) - laplacian(log_q_empty, point) for point in x])
 
 
-def test_probe_measures_the_laplacian_difference(monkeypatch):
+@pytest.mark.parametrize("flow", [False, True])
+def test_probe_measures_the_laplacian_difference(monkeypatch, flow):
     """The probe's one-direction finite difference of the denoisers, at a small step, equals the exact Δlog q_ỹ −
     Δlog q_∅ (from the Hessians of the log densities) where one Rademacher direction is exact: on the axis through
     both modes, where both posteriors' covariances are diagonal. (The default step, 0.3σ, chosen for robustness to
     model error, gives a smoothed value: up to 31 % off here.) The between-concept estimate (method ito) is far from
     it there."""
     monkeypatch.setattr(dynamic, "PROBE_STEP", 1e-4)
-    sigma_start, sigma = 3.0, 0.8
+    sigma_start, sigma = 3.0, 0.8  # variance-exploding units
     x = torch.tensor([[-1.2, 0.0], [-0.2, 0.0], [0.4, 0.0], [1.1, 0.0]], dtype=torch.float64)
-    run = dynamic.DynamicRun((dynamic.DynamicNegative(method="ito-probe", p_min=1e-12, p_max=1 - 1e-12),))
+
+    def scale(sigma_ve):
+        # A flow model's x = (1 − s)·x₀ + s·n is the VE state times 1 − s, s = σ/(1 + σ); the predictions D (of x₀)
+        # are the same in both.
+        return 1.0 / (1.0 + sigma_ve) if flow else 1.0
+
+    def model_units(x_ve, sigma_ve):
+        return scale(sigma_ve) * x_ve, (sigma_ve / (1.0 + sigma_ve) if flow else sigma_ve)
+
+    run = dynamic.DynamicRun((dynamic.DynamicNegative(method="ito-probe", p_min=1e-12, p_max=1 - 1e-12),), flow)
     _, _, empty, negative = unequal_modes(x, sigma_start)
-    run.factors(x, sigma_start, (True,), empty, [negative])  # the start: no probe wanted
+    run.factors(*model_units(x, sigma_start), (True,), empty, [negative])  # the start: no probe wanted
     log_q_negative, log_q_empty, empty, negative = unequal_modes(x, sigma)
-    assert run.probing(sigma, (True,)) == (True,)
-    probe_x = run.probe_point(x, sigma)
+    x_model, sigma_model = model_units(x, sigma)
+    assert run.probing(sigma_model, (True,)) == (True,)
+    probe_x = run.probe_point(x_model, sigma_model) / scale(sigma)  # back to VE units
     _, _, probe_empty, probe_negative = unequal_modes(probe_x, sigma)
-    run.factors(x, sigma, (True,), empty, [negative], probe=(probe_empty, [probe_negative]))
+    run.factors(x_model, sigma_model, (True,), empty, [negative], probe=(probe_empty, [probe_negative]))
 
     exact = exact_laplacian_difference(log_q_negative, log_q_empty, x)
     torch.testing.assert_close(run.states[0]._laplacian, exact, rtol=1e-2, atol=1e-3)
@@ -651,5 +662,24 @@ def test_divergence_probe_adds_one_evaluation_of_the_negative_and_empty_only(hos
     probes = [(sigma, conds) for sigma, conds in calls if 0 not in conds]
     assert len(main) == STEPS and all(sigma < dynamic.TWEEDIE_SIGMA for sigma in main)
     assert probes == [(sigma, (1, 2)) for sigma in main[1:STEPS // 2]]
-    assert [conds for sigma, conds in calls][:3] == [(0, 1, 2), (0, 1, 2), (1, 2)]
+    # The probe's forward comes first (a patch keeping the last forward's attention keeps the evaluation's own).
+    assert [conds for sigma, conds in calls][:3] == [(0, 1, 2), (1, 2), (0, 1, 2)]
+
+
+def test_divergence_probe_reaches_the_tracker(host, monkeypatch):
+    """Through the patch and a real sampler, every update after the first gets the probe's Laplacian difference: one
+    finite value per sample. (Without it the update would fall back to the Itô estimate unnoticed.)"""
+    _, dynamic = pack()
+    received = []
+    update_from = dynamic.DynamicNegativeState.update_from
+
+    def recording(self, evaluation, negative_pred, laplacian=None):
+        received.append(None if laplacian is None else laplacian.clone())
+        return update_from(self, evaluation, negative_pred, laplacian)
+
+    monkeypatch.setattr(dynamic.DynamicNegativeState, "update_from", recording)
+    patch_sample(host, patched(host, -1.0, dynamic.DynamicNegative(method="ito-probe")))
+    assert len(received) == STEPS and received[0] is None
+    batch = host.latent["samples"].shape[0]
+    assert all(value.shape == (batch,) and torch.isfinite(value).all() for value in received[1:])
 

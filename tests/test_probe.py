@@ -107,6 +107,22 @@ def test_r_t_is_none_where_the_negative_is_not_evaluated(host):
     assert all(r is not None for r in ratios[:2]) and ratios[2:] == [None, None]
 
 
+def test_the_dynamic_negatives_divergence_probe_is_not_an_evaluation(host):
+    """With the dynamic negative's 'Itô + divergence probe' update, the extra forward of ỹ and ∅ at a shifted x is
+    not recorded as an evaluation: r_t has one entry per sampler evaluation, the same ones as with the Itô update."""
+    dynamic = support.pack_module("nodes.dynamic")
+
+    def ratios(method):
+        probed, probe = make(host)
+        patched = patch(probed, -1.0, empty=host.empty, dynamic=dynamic.DynamicNegative(method=method, temperature=0.0))
+        ksampler(patched, host.positive, host.negative, CFG, "euler", STEPS, latent=host.latent)
+        return [e.ratio() for e in probe.last_run.evaluations]
+
+    with_probe = ratios("ito-probe")
+    assert len(with_probe) == STEPS
+    assert with_probe == ratios("ito")  # τ 0: p stays at the prior, so the samples, and r_t, are the same
+
+
 def test_sequential_evaluation_gives_the_same_r_t(host):
     """One prompt per forward (evaluation = sequential) still tells the probe which prompt each forward is."""
     ratios = {}
