@@ -187,33 +187,6 @@ def exact_laplacian_difference(toy, x, sigma, concept="negative"):
     return laplacian(pi * m) - laplacian(pi)
 
 
-HUTCHINSON_SEED = 1616
-
-
-def hutchinson_laplacian_difference(toy, x, sigma, concept="negative", generator=None):
-    """One-probe Hutchinson estimate of Δ log q_σ(x | c) − Δ log q_σ(x): v·(∇s_c − ∇s_∅)·v with one Rademacher v per
-    sample, the same v for both concepts, from an exact Jacobian-vector product of the scores (what one extra forward-
-    mode pass per concept, or a finite difference with one extra evaluation of both, gives on a model)."""
-    import torch
-
-    modes = torch.tensor(toy.modes, dtype=torch.float64)
-    variance = torch.tensor(toy.stds, dtype=torch.float64) ** 2 + sigma ** 2
-    pi = torch.tensor(toy.weights, dtype=torch.float64)
-    m = torch.tensor(toy.concepts[concept], dtype=torch.float64)
-
-    def score(weights):
-        def of(point):
-            log_a = _log_components(toy, point, sigma) + torch.log(weights.clamp_min(1e-300))[None]
-            gamma = torch.softmax(log_a, dim=1)
-            return (gamma[:, :, None] * (-(point[:, None, :] - modes[None]) / variance[None, :, None])).sum(1)
-        return of
-
-    probe = torch.randint(0, 2, x.shape, generator=generator, dtype=torch.int64).to(torch.float64) * 2.0 - 1.0
-    _, along_concept = torch.func.jvp(score(pi * m), (x,), (probe,))
-    _, along_all = torch.func.jvp(score(pi), (x,), (probe,))
-    return ((along_concept - along_all) * probe).sum(1)
-
-
 # ---- oracle and instrumentation: hooks on the pack's DynamicNegativeState ----
 
 ORACLE = "oracle"
@@ -246,83 +219,23 @@ def install_hooks():
         return result
 
     kernel_evidence = state_class._kernel_evidence
-    estimated_laplacian = state_class._laplacian_difference
 
-    def kernel_with_divergence(self, previous, current, p):
-        # An ODE path lacks the Itô term −½(σ_a² − σ_b²)·τ·(Δlog q_ỹ − Δlog q_∅)(x_a). 'divergence': add it exact from
-        # the mixture (what a Hutchinson estimate with extra model passes would approach) to an update without it;
-        # on the Itô update it replaces the estimate (_laplacian_difference below).
+    def kernel_with_divergence(self, previous, current, p, laplacian=None):
+        # An ODE path lacks the Itô term −½(σ_a² − σ_b²)·τ·(Δlog q_ỹ − Δlog q_∅). 'divergence': the Itô update with the
+        # exact Laplacian difference from the mixture in place of its estimate (the left point); 'trapezoid-exact':
+        # that Laplacian at both ends of the step in the pack's trapezoid (Stratonovich) form.
         kind = getattr(self.settings, "oracle_kind", None)
-        if kind in ("trapezoid", "trapezoid-exact", "trapezoid-none", "trapezoid-hutchinson") and math.isfinite(
-                previous[1]):
-            return trapezoid_evidence(self, previous, current, p, kind.removeprefix("trapezoid").lstrip("-"))
-        evidence = kernel_evidence(self, previous, current, p)
-        if self.settings.method == "ito" or not math.isfinite(previous[1]):
-            return evidence
-        x_a, sigma_a, empty_a, negative_a, _ = previous
-        sigma_b = current[1]
-        if kind == "between":
-            # The same term with only the between-concept part of the posterior covariance (no pass).
-            laplacian = estimated_laplacian(self, previous, p.clamp(max=self.settings.p_max))
-        elif kind == "divergence":
-            laplacian = exact_laplacian_difference(self.settings.oracle_toy, x_a.double(), sigma_a,
-                                                  self.settings.oracle_concept)
-        else:
-            return evidence
-        return evidence - (0.5 * (sigma_a ** 2 - sigma_b ** 2) * self.settings.temperature
-                           * laplacian).to(evidence.dtype)
-
-    def laplacian_difference(self, previous, p):
-        if getattr(self.settings, "oracle_kind", None) == "hutchinson":
-            return hutchinson(self, previous[0], previous[1]).to(previous[0].dtype)
-        if getattr(self.settings, "oracle_kind", None) == "divergence":
-            return exact_laplacian_difference(self.settings.oracle_toy, previous[0].double(), previous[1],
-                                              self.settings.oracle_concept).to(previous[0].dtype)
-        return estimated_laplacian(self, previous, p)
-
-    def hutchinson(self, x, sigma):
-        if not hasattr(self, "_probe_generator"):
-            self._probe_generator = __import__("torch").Generator().manual_seed(HUTCHINSON_SEED)
-        return hutchinson_laplacian_difference(self.settings.oracle_toy, x.double(), sigma,
-                                               self.settings.oracle_concept, self._probe_generator)
-
-    def trapezoid_evidence(self, previous, current, p, laplacian):
-        # The chain rule along the step in (x, σ²), trapezoid rule with both ends' predictions (Stratonovich form):
-        # d log r = (s_ỹ − s_∅)∘dx + ½(Δlog r + ‖s_ỹ‖² − ‖s_∅‖²)·dσ².
-        import torch
-
-        x_a, sigma_a, empty_a, negative_a, _ = previous
-        x_b, sigma_b, empty_b, negative_b, _ = current
-
-        def ends(x, sigma, empty, negative, laplacian):
-            g = (negative - empty) / sigma ** 2
-            squares = ((empty - negative) * (2.0 * x - negative - empty)).sum(dim=1) / sigma ** 4
-            return g, laplacian + squares
-
-        toy = getattr(self.settings, "oracle_toy", None)
-        if laplacian == "none":  # the term left out, as the published update leaves it out
-            lap_a = lap_b = torch.zeros_like(p)
-        elif laplacian == "hutchinson":  # one probe per evaluation (kept: each evaluation's estimate is used twice)
-            lap_a = self._hutchinson_cache if getattr(self, "_hutchinson_at", None) is x_a else hutchinson(
-                self, x_a, sigma_a).to(x_a.dtype)
-            lap_b = hutchinson(self, x_b, sigma_b).to(x_a.dtype)
-            self._hutchinson_cache, self._hutchinson_at = lap_b, x_b
-        elif laplacian == "exact":
-            concept = self.settings.oracle_concept
-            lap_a = exact_laplacian_difference(toy, x_a.double(), sigma_a, concept).to(x_a.dtype)
-            lap_b = exact_laplacian_difference(toy, x_b.double(), sigma_b, concept).to(x_a.dtype)
-        else:
-            q = p.clamp(max=self.settings.p_max)
-            lap_a = estimated_laplacian(self, previous, q)
-            lap_b = estimated_laplacian(self, current, q)
-        g_a, h_a = ends(x_a, sigma_a, empty_a, negative_a, lap_a)
-        g_b, h_b = ends(x_b, sigma_b, empty_b, negative_b, lap_b)
-        drift = (0.5 * (g_a + g_b) * (x_b - x_a)).sum(dim=1)
-        return self.settings.temperature * (drift + 0.25 * (sigma_b ** 2 - sigma_a ** 2) * (h_a + h_b))
+        if kind not in ("divergence", "trapezoid-exact") or not math.isfinite(previous[1]):
+            return kernel_evidence(self, previous, current, p, laplacian)
+        toy, concept = self.settings.oracle_toy, self.settings.oracle_concept
+        exact_a = exact_laplacian_difference(toy, previous[0].double(), previous[1], concept).to(previous[0].dtype)
+        if kind == "divergence":
+            return kernel_evidence(self, previous, current, p, exact_a)
+        exact_b = exact_laplacian_difference(toy, current[0].double(), current[1], concept).to(current[0].dtype)
+        return self._trapezoid_evidence(previous, current, exact_a, exact_b)
 
     state_class.update_from = update_from
     state_class._kernel_evidence = kernel_with_divergence
-    state_class._laplacian_difference = laplacian_difference
     state_class._family_hooked = True
 
 
@@ -334,8 +247,8 @@ STOCHASTIC = ("euler_ancestral", "dpmpp_sde", "dpmpp_2s_ancestral")
 
 def method_settings(method: str, toy, sampler: str, concept: str = "negative"):
     """The dynamic negative's settings at the defaults for one method and the toy's concept c (ỹ by default):
-    'oracle': the exact p(c | x_t); 'M+divergence': method M with the exact divergence term on ODE samplers;
-    'M@prior': method M told P(c) as its prior."""
+    'oracle': the exact p(c | x_t); 'ito+divergence', 'ito+trapezoid-exact': the Itô update with the exact
+    Laplacian difference on ODE samplers (kernel_with_divergence); 'M@prior': method M told P(c) as its prior."""
     dynamic = bench.dynamic_module()
     if method.endswith("@prior"):  # the same method told the toy's exact p(c) as its prior (calibration apart)
         settings = method_settings(method.removesuffix("@prior"), toy, sampler, concept)
@@ -346,14 +259,10 @@ def method_settings(method: str, toy, sampler: str, concept: str = "negative"):
         return exact
     if method == ORACLE:
         return _tagged(dynamic.DynamicNegative(), toy, ORACLE, concept)
-    for suffix, kind in (("+divergence", "divergence"), ("+between", "between"), ("+always", "between"),
-                         ("+trapezoid", "trapezoid"), ("+trapezoid-exact", "trapezoid-exact"),
-                         ("+trapezoid-none", "trapezoid-none"), ("+hutchinson", "hutchinson"),
-                         ("+trapezoid-hutchinson", "trapezoid-hutchinson")):
-        if method.endswith(suffix):
+    for suffix, kind in (("+divergence", "divergence"), ("+trapezoid-exact", "trapezoid-exact")):
+        if method.endswith(suffix):  # the Itô update on ODE samplers (an SDE path needs no Laplacian)
             settings = dynamic.DynamicNegative(method=method.removesuffix(suffix))
-            stochastic = sampler in STOCHASTIC and suffix != "+always"
-            return settings if stochastic else _tagged(settings, toy, kind, concept)
+            return settings if sampler in STOCHASTIC else _tagged(settings, toy, kind, concept)
     return dynamic.DynamicNegative(method=method)
 
 

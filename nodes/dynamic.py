@@ -123,13 +123,20 @@ PRESETS = {
 }
 
 
+def variance_exploding_sigma(sigma: float, flow: bool) -> float:
+    """σ in variance-exploding units: a flow model's σ/(1 − σ), inf at its pure-noise point σ = 1."""
+    if not flow:
+        return sigma
+    return math.inf if sigma >= 1.0 else sigma / (1.0 - sigma)
+
+
 def variance_exploding(x: torch.Tensor, sigma: float, flow: bool):
     """(x, σ) in variance-exploding units; a flow model's pure-noise point σ = 1 has σ = inf (x then unused: 0)."""
     if not flow:
         return x, sigma
     if sigma >= 1.0:
         return torch.zeros_like(x), math.inf
-    return x / (1.0 - sigma), sigma / (1.0 - sigma)
+    return x / (1.0 - sigma), variance_exploding_sigma(sigma, flow)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -174,7 +181,6 @@ class DynamicNegativeState:
         self._noise = None  # ito: the sampler's share of fresh noise per step, (N,) (0: an ODE, 1: the full SDE)
         self._noise_count = 0
         self._laplacian = None  # ito-probe: the last evaluation's probe of Δlog q_ỹ − Δlog q_∅, (N,), or None
-        self._laplacian_a = None  # ito-probe: L at the step's start while _kernel_evidence reads it
 
     # ---- what guidance reads ----
 
@@ -246,7 +252,7 @@ class DynamicNegativeState:
         the filter steps from, below TWEEDIE_SIGMA (above, the Tweedie ratio needs none), after the first."""
         if not self.settings.probes or self.log_odds is None:
             return False
-        sigma_ve = variance_exploding(torch.zeros(()), sigma, self.flow)[1]
+        sigma_ve = variance_exploding_sigma(sigma, self.flow)
         return sigma_ve < TWEEDIE_SIGMA
 
     def _probe_evidence(self, previous, current, p, laplacian_a, laplacian_b) -> torch.Tensor:
@@ -257,28 +263,28 @@ class DynamicNegativeState:
         - Stratonovich (trapezoid rule with both ends' predictions):
               ½(g_a + g_b)·(x_b − x_a) − ¼(σ_a² − σ_b²)·(h_a + h_b),  g = (D_ỹ − D_∅)/σ², h = L + ‖s_ỹ‖² − ‖s_∅‖²;
           second order along a smooth (ODE) path, where the left point lags a sample that commits late."""
-        x_a, sigma_a, empty_a, negative_a, _ = previous
-        x_b, sigma_b, empty_b, negative_b, _ = current
         laplacian_a = laplacian_b if laplacian_a is None else laplacian_a
-        self._laplacian_a = laplacian_a  # read by _laplacian_difference for the Itô form
-        try:
-            ito = self._kernel_evidence(previous, current, p)
-        finally:
-            self._laplacian_a = None
-        if not math.isfinite(sigma_a):
+        ito = self._kernel_evidence(previous, current, p, laplacian_a)
+        if not math.isfinite(previous[1]):
             return ito
+        trapezoid = self._trapezoid_evidence(previous, current, laplacian_a, laplacian_b)
+        noise = self._noise.clamp(0.0, 1.0) if self._noise is not None else torch.zeros_like(trapezoid)
+        return noise * ito + (1.0 - noise) * trapezoid
 
+    def _trapezoid_evidence(self, previous, current, laplacian_a, laplacian_b) -> torch.Tensor:
+        """The Stratonovich form of a step to a lower σ, scaled by τ, plus the offset: the trapezoid rule on
+        ½(g_a + g_b)·(x_b − x_a) − ¼(σ_a² − σ_b²)·(h_a + h_b), g = (D_ỹ − D_∅)/σ², h = L + ‖s_ỹ‖² − ‖s_∅‖², with the
+        Laplacian difference L at both ends."""
         def ends(x, sigma, empty, negative, laplacian):
             g = (negative - empty) / sigma ** 2
             squares = ((empty - negative) * (2.0 * x - negative - empty)).sum(dim=1) / sigma ** 4
             return g, laplacian + squares
 
+        (x_a, sigma_a, empty_a, negative_a, _), (x_b, sigma_b, empty_b, negative_b, _) = previous, current
         g_a, h_a = ends(x_a, sigma_a, empty_a, negative_a, laplacian_a)
         g_b, h_b = ends(x_b, sigma_b, empty_b, negative_b, laplacian_b)
         trapezoid = (0.5 * (g_a + g_b) * (x_b - x_a)).sum(dim=1) - 0.25 * (sigma_a ** 2 - sigma_b ** 2) * (h_a + h_b)
-        trapezoid = self.settings.temperature * trapezoid + self._offset_evidence(previous, current)
-        noise = self._noise.clamp(0.0, 1.0) if self._noise is not None else torch.zeros_like(trapezoid)
-        return noise * ito + (1.0 - noise) * trapezoid
+        return self.settings.temperature * trapezoid + self._offset_evidence(previous, current)
 
     def _measure_noise(self, previous, current):
         """ito: how much fresh noise the sampler adds per step, from the first NOISE_STEPS steps to a lower σ (the
@@ -333,9 +339,10 @@ class DynamicNegativeState:
         p = log_p.exp().clamp(self.settings.p_min, self.settings.p_max)
         return self._clip(torch.log(p) - torch.log1p(-p))
 
-    def _kernel_evidence(self, previous, current, p) -> torch.Tensor:
+    def _kernel_evidence(self, previous, current, p, laplacian=None) -> torch.Tensor:
         """log q(x_b | x_a, ỹ) − log q(x_b | x_a, ¬ỹ) (or ∅), scaled by τ, plus the offset. `p`: p(ỹ | x_a), the
-        state's p before this evaluation."""
+        state's p before this evaluation; `laplacian`: the Itô methods' Δlog q_ỹ − Δlog q_∅ at x_a where measured
+        (ito-probe), else estimated (_laplacian_difference)."""
         x_a, sigma_a, empty_a, negative_a, _ = previous
         x_b, sigma_b = current[:2]
         s = self.settings
@@ -352,7 +359,8 @@ class DynamicNegativeState:
         if s.method in ITO_METHODS and ratio != 0.0:
             # The Itô term an ODE path lacks: −½(σ_a² − σ_b²)·(Δlog q_ỹ − Δlog q_∅), weighted by the missing noise.
             missing = 1.0 - (self._noise.clamp(0.0, 1.0) if self._noise is not None else 0.0)
-            laplacian = self._laplacian_difference(previous, p)
+            if laplacian is None:
+                laplacian = self._laplacian_difference(previous, p)
             evidence = evidence - s.temperature * 0.5 * (sigma_a ** 2 - sigma_b ** 2) * missing * laplacian
         return evidence + self._offset_evidence(previous, current)
 
@@ -368,11 +376,9 @@ class DynamicNegativeState:
         return self.settings.offset / (2.0 * variance * model_scale_sq)
 
     def _laplacian_difference(self, previous, p) -> torch.Tensor:
-        """Δlog q_ỹ − Δlog q_∅ at x_a = (tr Cov[x₀|x, ỹ] − tr Cov[x₀|x, ∅])/σ⁴: ito-probe, the probe's; ito, kept to
+        """The Itô update's estimate of Δlog q_ỹ − Δlog q_∅ at x_a = (tr Cov[x₀|x, ỹ] − tr Cov[x₀|x, ∅])/σ⁴, kept to
         its between-concept part (the law of total covariance with equal spreads inside each concept):
         −p·‖D_ỹ − D_∅‖²/((1 − p)·σ⁴)."""
-        if getattr(self, "_laplacian_a", None) is not None:  # ito-probe: measured
-            return self._laplacian_a
         _, sigma_a, empty_a, negative_a, _ = previous
         return -p / (1.0 - p) * ((negative_a - empty_a) ** 2).sum(dim=1) / sigma_a ** 4
 
@@ -420,24 +426,24 @@ class DynamicRun:
             self._generator_device = x.device
         direction = torch.randint(0, 2, x.shape, generator=self._generator, device=x.device).to(x.dtype) * 2 - 1
         self._direction = _flat(direction)
-        sigma_ve = variance_exploding(torch.zeros(()), sigma, self.flow)[1]
+        sigma_ve = variance_exploding_sigma(sigma, self.flow)
         step = PROBE_STEP * sigma_ve * ((1.0 - sigma) if self.flow else 1.0)
         return x + step * direction
 
     def _probed_laplacian(self, sigma: float, empty_pred, negative_pred, probe_empty, probe_negative):
         """Δlog q_ỹ − Δlog q_∅ ≈ v·((D_ỹ(x + h·v) − D_ỹ(x)) − (D_∅(x + h·v) − D_∅(x)))/(h·σ²) (VE units; Hutchinson's
         trace estimate of the denoisers' Jacobians, one probe, the same v for both)."""
-        sigma_ve = variance_exploding(torch.zeros(()), sigma, self.flow)[1]
+        sigma_ve = variance_exploding_sigma(sigma, self.flow)
         change = (_flat(probe_negative) - _flat(negative_pred)) - (_flat(probe_empty) - _flat(empty_pred))
         return (self._direction * change).sum(dim=1) / (PROBE_STEP * sigma_ve ** 3)
 
     def factors(self, x, sigma: float, acting, empty_pred, negative_preds, probe=None) -> tuple:
         """Per term, fᵢ = λ·p/(1 − p) per sample, (N,), where `acting` (StepCoefficients.needs_factors) says the
         term's factor is used at this evaluation, else None. The evaluation is converted once for all of them.
-        `probe`: (D_∅, [D_ỹᵢ]) at probe_point(x), where `probing` asked for it."""
+        `probe`: (D_∅, [D_ỹᵢ], which terms probed) at probe_point(x), where `probing` asked for it."""
         evaluation = None
         factors, probabilities = [], []
-        wanted = self.probing(sigma, acting) if probe is not None else (False,) * len(self.states)
+        wanted = probe[2] if probe is not None else (False,) * len(self.states)
         for i, (state, act, prediction) in enumerate(zip(self.states, acting, negative_preds)):
             if state is None or not act:
                 if state is not None:

@@ -207,8 +207,8 @@ class Combined:
 def evaluate_probe(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: list, model, x, timestep,
                    model_options: dict, sigma: float | None):
     """The dynamic negative's `Itô + divergence probe` update (an option, off by default): one more evaluation, of
-    the probing negatives and ∅ only, at x + h·v (DynamicRun.probe_point); (D_∅, [D_ỹᵢ]) there, or None where no
-    negative probes at this evaluation (then nothing is evaluated)."""
+    the probing negatives and ∅ only, at x + h·v (DynamicRun.probe_point); (D_∅, [D_ỹᵢ], which terms probed) there,
+    or None where no negative probes at this evaluation (then nothing is evaluated)."""
     if run.dynamic is None or not run.dynamic.probes:
         return None
     sigma = current_sigma(timestep) if sigma is None else sigma
@@ -221,7 +221,7 @@ def evaluate_probe(run: RunSchedule, coefficients: schedule.StepCoefficients, ba
               "transformer_options": {**model_options.get("transformer_options", {}), PROBE_FORWARD_KEY: True}}
     outputs = evaluate(model, probe_batch, run.dynamic.probe_point(x, sigma), timestep, marked, run.sequential)
     _, negative_preds, empty_pred = run.layout.split(outputs)
-    return empty_pred, negative_preds
+    return empty_pred, negative_preds, wanted
 
 
 def combine(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: list, outputs: list, x, timestep,

@@ -595,7 +595,7 @@ def test_probe_measures_the_laplacian_difference(monkeypatch, flow):
     assert run.probing(sigma_model, (True,)) == (True,)
     probe_x = run.probe_point(x_model, sigma_model) / scale(sigma)  # back to VE units
     _, _, probe_empty, probe_negative = unequal_modes(probe_x, sigma)
-    run.factors(x_model, sigma_model, (True,), empty, [negative], probe=(probe_empty, [probe_negative]))
+    run.factors(x_model, sigma_model, (True,), empty, [negative], probe=(probe_empty, [probe_negative], (True,)))
 
     exact = exact_laplacian_difference(log_q_negative, log_q_empty, x)
     torch.testing.assert_close(run.states[0]._laplacian, exact, rtol=1e-2, atol=1e-3)
@@ -644,7 +644,7 @@ def test_probe_step_is_the_trapezoid_rule_on_an_ode_path():
     state.log_odds = log_p_a.clone()
     state._previous = (x_a, sigma_a, empty_a, negative_a, sigma_a)
     state._noise, state._noise_count = torch.zeros(4, dtype=torch.float64), dynamic.NOISE_STEPS
-    state._laplacian_a = laplacian_a
+    state._laplacian_difference = lambda previous, p: laplacian_a
     state.update_from(dynamic.Evaluation(x_b, sigma_b, empty_b, sigma_b), negative_b)
     assert (probe - log_p_b).abs().max() < 0.5 * (state.log_odds - log_p_b).abs().max(), (probe, state.log_odds, log_p_b)
 
