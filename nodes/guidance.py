@@ -244,7 +244,8 @@ def combine(run: RunSchedule, coefficients: schedule.StepCoefficients, batch: li
         evaluated = [output if conds is not None else None for conds, output in zip(batch, outputs)]
         run.observer(timestep, coefficients, tuple(n for n, c in zip(layout.names, batch) if c is not None),
                      *layout.split(evaluated),
-                     *(() if run.dynamic is None else (_dynamic_record(run.dynamic.probabilities, scales),)))
+                     *(() if run.dynamic is None else (_dynamic_record(run.dynamic.probabilities, scales),)),
+                     probe_passes=0 if probe is None else 1 + sum(probe[2]))  # ∅ and each probing negative
     scales, blends = _shaped_like_x(scales, x), _shaped_like_x(blends, x)
 
     if blends is None:

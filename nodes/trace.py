@@ -49,7 +49,7 @@ class EvaluationRecord:
     cond_scale: float  # s⁺
     negative_scales: tuple  # sᵢ·wᵢ(t), main negative first
     evaluated: tuple  # names of the conditionings evaluated ("positive", "negative", "empty", "extra_negative_1"...)
-    passes: int  # how many conditionings went through the model (len(evaluated))
+    passes: int  # how many conditionings went through the model: len(evaluated), plus the divergence probe's
     positive_norm: float | None  # ‖eps(y) − eps(∅)‖
     negative_norm: float | None  # ‖eps(ỹ) − eps(∅)‖, main negative
     cosine: float | None  # cos(eps(y) − eps(∅), eps(ỹ) − eps(∅))
@@ -149,13 +149,14 @@ class PendingEvaluation:
     cond_scale: float
     negative_scales: tuple
     evaluated: tuple
+    probe_passes: int  # conditionings in the divergence probe's extra forward (0 without it)
     # name -> per-sample tensor (batch,), in D units (not divided by sigma):
     #   sigma, cond_minus_negative, positive, negative, dot, negative_term
     tensors: dict
 
 
 def measure(coefficients, evaluated: tuple, timestep, cond_pred, negative_preds: list, empty_pred,
-            dynamic: tuple = ()) -> PendingEvaluation:
+            dynamic: tuple = (), probe_passes: int = 0) -> PendingEvaluation:
     """The per-sample sums of one evaluation from the predictions `guidance.combine` computed (never modified), on
     their device; a prediction that was not evaluated is None. Norms are taken of the denoised differences ΔD;
     `finish` divides them by sigma (eps units)."""
@@ -191,7 +192,7 @@ def measure(coefficients, evaluated: tuple, timestep, cond_pred, negative_preds:
             tensors[f"dynamic_scale_{i}"] = entry[1].detach().to(reference)
     return PendingEvaluation(cond_scale=float(coefficients.cond_scale),
                              negative_scales=tuple(float(s) for s in coefficients.negatives), evaluated=evaluated,
-                             tensors=tensors)
+                             probe_passes=probe_passes, tensors=tensors)
 
 
 def finish(pending: list, sigmas: list, first_index: int) -> list:
@@ -230,7 +231,7 @@ def _record(index: int, sigmas: list, p: PendingEvaluation, sums: dict) -> Evalu
         dynamic_p = dynamic_scales = ()
     return EvaluationRecord(
         index=index, step=schedule.step_number(sigmas, sigma), sigma=sigma, cond_scale=p.cond_scale,
-        negative_scales=negative_scales, evaluated=p.evaluated, passes=len(p.evaluated),
+        negative_scales=negative_scales, evaluated=p.evaluated, passes=len(p.evaluated) + p.probe_passes,
         dynamic_p=dynamic_p, dynamic_scales=dynamic_scales,
         positive_norm=mean(positive) * scale if positive is not None else None,
         negative_norm=mean(negative) * scale if negative is not None else None,
@@ -246,9 +247,10 @@ class RunRecorder:
     def __init__(self, record: RunRecord):
         self.record = record
 
-    def __call__(self, timestep, coefficients, evaluated, cond_pred, negative_preds, empty_pred, dynamic=()):
+    def __call__(self, timestep, coefficients, evaluated, cond_pred, negative_preds, empty_pred, dynamic=(),
+                 probe_passes=0):
         self.record.pending.append(measure(coefficients, evaluated, timestep, cond_pred, negative_preds, empty_pred,
-                                           dynamic))
+                                           dynamic, probe_passes))
 
 
 def executing_prompt() -> str | None:
@@ -369,7 +371,7 @@ def render_run(run: RunRecord, x_axis: str = "step", width: int = 900, height: i
     passes = top.twinx()
     passes.plot(xs, [e.passes for e in evaluations], "k.", markersize=3, label="passes")
     passes.set_ylabel("passes")
-    passes.set_ylim(0, 4.5)
+    passes.set_ylim(0, max([4, *(e.passes for e in evaluations)]) + 0.5)
     lines, labels = top.get_legend_handles_labels()
     more_lines, more_labels = passes.get_legend_handles_labels()
     top.legend(lines + more_lines, labels + more_labels, loc="upper right", fontsize=8)

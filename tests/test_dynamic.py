@@ -652,11 +652,13 @@ def test_probe_step_is_the_trapezoid_rule_on_an_ode_path():
 def test_divergence_probe_adds_one_evaluation_of_the_negative_and_empty_only(host):
     """update 'Itô + divergence probe' (an option): after the first evaluation (the Tweedie start needs none), every
     evaluation where the dynamic negative acts adds one forward of ỹ and ∅ only; outside its window, none. The
-    default update adds none (test_no_extra_model_passes)."""
+    default update adds none (test_no_extra_model_passes). The guidance trace's passes count both forwards."""
     _, dynamic = pack()
     counter = support.PassCounter()
+    trace = support.pack_module("nodes.trace_nodes").NegativeGuidanceTrace.execute().result[0]
     settings = dynamic.DynamicNegative(method="ito-probe")
-    patch_sample(host, patched(host, -1.0, settings, start=0.0, end=0.5, model=counter.counting(host.model)))
+    patch_sample(host, patched(host, -1.0, settings, start=0.0, end=0.5, trace=trace,
+                               model=counter.counting(host.model)))
     calls = counter.by_sigma()
     main = [sigma for sigma, conds in calls if 0 in conds]
     probes = [(sigma, conds) for sigma, conds in calls if 0 not in conds]
@@ -664,6 +666,16 @@ def test_divergence_probe_adds_one_evaluation_of_the_negative_and_empty_only(hos
     assert probes == [(sigma, (1, 2)) for sigma in main[1:STEPS // 2]]
     # The probe's forward comes first (a patch keeping the last forward's attention keeps the evaluation's own).
     assert [conds for sigma, conds in calls][:3] == [(0, 1, 2), (1, 2), (0, 1, 2)]
+    # The model's inputs counted at the model, per sampler evaluation (the probe's forward precedes its evaluation's).
+    per_evaluation, pending = [], 0
+    for sigma, conds in calls:
+        pending += len(conds)
+        if 0 in conds:
+            per_evaluation.append(pending)
+            pending = 0
+    # y, ỹ, ∅ at the start; + ỹ, ∅ probed inside the window; y, ∅ after it.
+    assert [e.passes for e in trace.last_run.evaluations] == per_evaluation == (
+        [3] + [5] * (STEPS // 2 - 1) + [2] * (STEPS - STEPS // 2))
 
 
 def test_divergence_probe_reaches_the_tracker(host, monkeypatch):
