@@ -534,7 +534,8 @@ def overlaps(toy) -> bool:
     return any(a > 0 and b > 0 for a, b in zip(toy.concepts["negative"], toy.concepts[SECOND]))
 
 
-PACK_METHOD = ["mixture"]  # --pack-method: the pack's update for every dynamic negative (a method of the family)
+PACK_METHOD = ["mixture"]  # --pack-method: the pack's update for every dynamic negative (a method of the family),
+# in the runs and in --trace
 
 
 def concept_share(toy, concept: str) -> float:
@@ -785,6 +786,7 @@ def main(argv=None):
     FAMILY[0] = args.family_seed
     bench.set_probe_step(args.probe_step)
     methods = args.methods.split(",")
+    PACK_METHOD[0] = args.pack_method
     if args.two_negatives and args.trace is not None:
         two_negative_origins(args.trace, args.sampler, args.kind, args.samples)
         return
@@ -833,7 +835,6 @@ def two_negatives(args):
     else:
         members = two_negative_family()
         toys = [m for m in members if str(m.index) in args.toys.split(",")] if args.toys else members
-        PACK_METHOD[0] = args.pack_method
         rows = run_two_negatives(args.samples, toys, args.samplers.split(","), args.kinds.split(","), seed=args.seed)
     if args.out:
         args.out.write_text(json.dumps(rows))
