@@ -780,10 +780,12 @@ def main(argv=None):
                              "--methods (mixture@prior: each told its concept's exact share as its prior)")
     parser.add_argument("--probe-step", type=float,
                         help="the divergence probe's step h (× σ) of the ito-probe update (default: the pack's)")
+    parser.add_argument("--steps", type=int, default=bench.STEPS, help="sampler steps of every run")
     parser.add_argument("--family-seed", type=int, default=FAMILY_SEED,
                         help="draw another family by the same rules (a held-out check of a choice made on seed 16)")
     args = parser.parse_args(argv)
     FAMILY[0] = args.family_seed
+    bench.STEPS = args.steps
     bench.set_probe_step(args.probe_step)
     methods = args.methods.split(",")
     PACK_METHOD[0] = args.pack_method

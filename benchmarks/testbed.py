@@ -1,6 +1,7 @@
 """What negative prompts do on the trained testbed: the tables and figures of docs/testbed.md.
 
-    scripts/host.sh python benchmarks/testbed.py              # about 30 minutes on one free CPU core (28 for the shipped run)
+    scripts/host.sh python benchmarks/testbed.py              # about 30 minutes on one free CPU core
+                                                              # (the shipped run: 57, sharing 2 cores with other work)
     scripts/host.sh python benchmarks/testbed.py --seeds 4    # a quick look (numbers too noisy to quote)
 
 Everything is fixed here, before any result was seen: cfg 5 (s⁺), 30 steps, euler / normal (and euler_ancestral),
@@ -34,6 +35,9 @@ SCALES = (4.0, 8.0, 16.0)
 MATCH_TOLERANCE = 0.02
 DYNAMIC_GRID = [{"strength": strength, "temperature": temperature} for strength in (2.0, 8.0)
                 for temperature in (0.25, 1.0, 4.0)]
+# The node's other updates (how p is tracked) on learned scores, at the node's defaults (λ 2, τ 1) and at the grid's
+# strongest setting (λ 8, τ 0.25); the default update's rows are the grid's own. Fixed before any of them was run.
+UPDATE_GRID = [{"strength": 2.0, "temperature": 1.0}, {"strength": 8.0, "temperature": 0.25}]
 ANCESTRAL = "euler_ancestral"
 COLOUR_NEGATIVE = "red"
 
@@ -48,13 +52,25 @@ def window_settings(sampler: str = tb.SAMPLER) -> list[tb.Setting]:
     return out
 
 
-def dynamic_settings() -> list[tb.Setting]:
+def dynamic_settings(grid_points=DYNAMIC_GRID, update: str | None = None) -> list[tb.Setting]:
+    """The Dynamic Negative Scale at each grid point; `update` one of the node's update labels (None: its default)."""
+    dynamic_nodes = support.pack_module("nodes.dynamic_nodes")
     out = []
-    for grid in DYNAMIC_GRID:
-        inputs = {"preset": support.pack_module("nodes.dynamic_nodes").CUSTOM, "strength": grid["strength"],
+    for grid in grid_points:
+        inputs = {"preset": dynamic_nodes.CUSTOM, "strength": grid["strength"],
                   "prior": 0.5, "temperature": grid["temperature"], "offset": 0.0, "p_max": 0.99}
-        out.append(tb.Setting(f"dynamic, λ {grid['strength']:g}, τ {grid['temperature']:g}", dynamic=inputs))
+        label = f"dynamic, λ {grid['strength']:g}, τ {grid['temperature']:g}"
+        if update is not None:
+            inputs["update"] = update
+            label += f", update {dynamic_nodes.UPDATES[update]}"
+        out.append(tb.Setting(label, dynamic=inputs))
     return out
+
+
+def update_settings() -> list[tb.Setting]:
+    """UPDATE_GRID with every update but the default (whose rows the grid has)."""
+    labels = list(support.pack_module("nodes.dynamic_nodes").UPDATES)[1:]
+    return [s for label in labels for s in dynamic_settings(UPDATE_GRID, label)]
 
 
 def row(setting: tb.Setting, comparison: tb.Comparison, extra: dict | None = None) -> dict:
@@ -161,6 +177,7 @@ def main() -> int:
                       "steps 6-15, s⁻ 8": comparisons["steps 6-15, s⁻ 8"].pictures}
             dynamic = [(s, measure(s, reference=positive.reference)) for s in dynamic_settings()]
             results["dynamic"] = [row(s, c) for s, c in dynamic]
+            results["dynamic updates"] = [row(s, measure(s, reference=positive.reference)) for s in update_settings()]
 
     no_colour = tb.prompts(8, drop=("colour",))
     red = lambda reading: reading.colour == COLOUR_NEGATIVE  # noqa: E731
@@ -200,6 +217,14 @@ def report(results: dict) -> str:
         lines += ["Matched removal:", ""] + matched(part["windows"], part["ordinary"]) + [""]
     lines += ["## Dynamic negative scale (euler; prior 0.5, offset 0, p_max 0.99)", ""]
     lines += table(results["dynamic"]) + [""]
+    if "dynamic updates" in results:  # absent from runs before the update rows were added
+        rows = []
+        for grid in UPDATE_GRID:  # per grid point: the default update's row from the grid, then the others
+            label = f"dynamic, λ {grid['strength']:g}, τ {grid['temperature']:g}"
+            rows += [{**r, "setting": f"{label}, update mixture (default)"} for r in results["dynamic"]
+                     if r["setting"] == label]
+            rows += [r for r in results["dynamic updates"] if r["setting"].startswith(f"{label}, ")]
+        lines += ["### The four updates (how p is tracked; euler, prior 0.5)", ""] + table(rows) + [""]
     lines += ["## Two negatives (euler; prompts without their colour: " +
               "; ".join(f"'{p}'" for p in tb.prompts(8, drop=("colour",))) + ")", ""]
     lines += table(results["two negatives"], ("hat", "red", "kept", "change")) + [""]
