@@ -535,7 +535,7 @@ def overlaps(toy) -> bool:
 
 
 PACK_METHOD = ["mixture"]  # --pack-method: the pack's update for every dynamic negative (a method of the family),
-# in the runs and in --trace
+# in the --two-negatives runs and in --two-negatives --trace
 
 
 def concept_share(toy, concept: str) -> float:

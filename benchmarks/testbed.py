@@ -1,6 +1,6 @@
 """What negative prompts do on the trained testbed: the tables and figures of docs/testbed.md.
 
-    scripts/host.sh python benchmarks/testbed.py              # about 30 minutes on one free CPU core
+    scripts/host.sh python benchmarks/testbed.py              # about 33 minutes on one free CPU core
                                                               # (the shipped run: 57, sharing 2 cores with other work)
     scripts/host.sh python benchmarks/testbed.py --seeds 4    # a quick look (numbers too noisy to quote)
 
@@ -52,6 +52,10 @@ def window_settings(sampler: str = tb.SAMPLER) -> list[tb.Setting]:
     return out
 
 
+def dynamic_label(grid: dict) -> str:
+    return f"dynamic, λ {grid['strength']:g}, τ {grid['temperature']:g}"
+
+
 def dynamic_settings(grid_points=DYNAMIC_GRID, update: str | None = None) -> list[tb.Setting]:
     """The Dynamic Negative Scale at each grid point; `update` one of the node's update labels (None: its default)."""
     dynamic_nodes = support.pack_module("nodes.dynamic_nodes")
@@ -59,7 +63,7 @@ def dynamic_settings(grid_points=DYNAMIC_GRID, update: str | None = None) -> lis
     for grid in grid_points:
         inputs = {"preset": dynamic_nodes.CUSTOM, "strength": grid["strength"],
                   "prior": 0.5, "temperature": grid["temperature"], "offset": 0.0, "p_max": 0.99}
-        label = f"dynamic, λ {grid['strength']:g}, τ {grid['temperature']:g}"
+        label = dynamic_label(grid)
         if update is not None:
             inputs["update"] = update
             label += f", update {dynamic_nodes.UPDATES[update]}"
@@ -69,8 +73,9 @@ def dynamic_settings(grid_points=DYNAMIC_GRID, update: str | None = None) -> lis
 
 def update_settings() -> list[tb.Setting]:
     """UPDATE_GRID with every update but the default (whose rows the grid has)."""
-    labels = list(support.pack_module("nodes.dynamic_nodes").UPDATES)[1:]
-    return [s for label in labels for s in dynamic_settings(UPDATE_GRID, label)]
+    updates = support.pack_module("nodes.dynamic_nodes").UPDATES
+    default = support.pack_module("nodes.dynamic").DynamicNegative.method
+    return [s for label, method in updates.items() if method != default for s in dynamic_settings(UPDATE_GRID, label)]
 
 
 def row(setting: tb.Setting, comparison: tb.Comparison, extra: dict | None = None) -> dict:
@@ -220,8 +225,8 @@ def report(results: dict) -> str:
     if "dynamic updates" in results:  # absent from runs before the update rows were added
         rows = []
         for grid in UPDATE_GRID:  # per grid point: the default update's row from the grid, then the others
-            label = f"dynamic, λ {grid['strength']:g}, τ {grid['temperature']:g}"
-            rows += [{**r, "setting": f"{label}, update mixture (default)"} for r in results["dynamic"]
+            label = dynamic_label(grid)
+            rows += [{**r, "setting": f"{label}, update mixture (the default)"} for r in results["dynamic"]
                      if r["setting"] == label]
             rows += [r for r in results["dynamic updates"] if r["setting"].startswith(f"{label}, ")]
         lines += ["### The four updates (how p is tracked; euler, prior 0.5)", ""] + table(rows) + [""]
